@@ -1,0 +1,3 @@
+from vseg.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Video decoding with motion vectors, datasets, palettes and synthetic data."""
