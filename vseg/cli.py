@@ -7,11 +7,11 @@ below becomes one ``error: ...`` line on stderr and exit code 2 (see :func:`main
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -28,7 +28,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Make synthetic datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 # Options shared by several commands, declared once.
@@ -37,13 +37,10 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gi
 
 
 def write_json(path: Path | None, payload: dict) -> None:
-    if path is None:
-        return
-    from vseg.data.palette import atomic_save
+    if path is not None:
+        from vseg.jsonio import write_json as write
 
-    text = json.dumps(payload, indent=2, default=str).encode()
-    atomic_save(path, lambda f: f.write(text))
-    console.print(f"wrote {path}")
+        console.print(f"wrote {write(path, payload)}")
 
 
 def progress():
@@ -51,7 +48,7 @@ def progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err_console, transient=True)
+                    console=err_console, transient=True, disable=not err_console.is_terminal)
 
 
 @app.command()
@@ -70,6 +67,99 @@ def doctor(json_out: JsonOut = None) -> None:
     write_json(json_out, as_json(rows))
     if not as_json(rows)["ok"]:
         raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_(
+    pred: Annotated[Path, typer.Option("--pred", help="Predicted masks: one folder per sequence (00000.png...).")],
+    gt: Annotated[Path, typer.Option("--gt", help="Ground truth: a DAVIS Annotations folder (or DAVIS root); for vss a label folder.")],
+    task: Annotated[str, typer.Option("--task", help="vos: DAVIS-2017 J&F; vss: per-class IoU and mIoU.")] = "vos",
+    sequences: Annotated[Optional[str], typer.Option("--sequences", help="Comma-separated sequence names (vos).")] = None,
+    num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Number of classes (vss).")] = None,
+    json_out: JsonOut = None,
+) -> None:
+    """Score predictions: DAVIS-2017 semi-supervised J&F (vos) or mIoU from a confusion matrix (vss)."""
+    if task == "vos":
+        from vseg.metrics.davis import evaluate_davis, format_davis_table
+
+        names = [s for s in sequences.split(",") if s] if sequences else None
+        with progress() as bar:
+            job = bar.add_task("scoring sequences", total=None)
+            result = evaluate_davis(pred, gt, sequences=names,
+                                    on_sequence=lambda name, done, total: bar.update(job, completed=done, total=total))
+        console.print(format_davis_table(result), highlight=False, markup=False)
+    elif task == "vss":
+        from vseg.metrics.vss import evaluate_vss, format_vss_table
+
+        names = _class_names_near(gt)
+        result = evaluate_vss(pred, gt, num_classes=num_classes or (len(names) if names else None), class_names=names)
+        console.print(format_vss_table(result), highlight=False, markup=False)
+    else:
+        raise VsegError(f"--task must be vos or vss, not {task!r}")
+    write_json(json_out, result)
+
+
+def _class_names_near(gt: Path) -> list[str] | None:
+    """Class names from a classes.json at or above the label folder (our synthetic VSS layout)."""
+    import json
+
+    for folder in (gt, *gt.resolve().parents[:2]):
+        path = folder / "classes.json"
+        if path.is_file():
+            try:
+                return [c["name"] for c in json.loads(path.read_text())["classes"]]
+            except (ValueError, KeyError, TypeError):
+                raise VsegError(f"{path}: not a classes.json with a 'classes' list of {{name, ...}}") from None
+    return None
+
+
+@app.command()
+def transcode(
+    src: Annotated[Path, typer.Argument(help="Any video PyAV/FFmpeg can read.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output .mp4/.mov/.mkv (H.264, IP-only).")],
+    keyint: Annotated[int, typer.Option("--keyint", help="Keyframe interval L (AR-Seg's GOP).")] = 12,
+    crf: Annotated[int, typer.Option("--crf", help="x264 constant rate factor (lower = better).")] = 18,
+    max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames.")] = None,
+) -> None:
+    """Re-encode to H.264 with no B-frames, one reference and a fixed keyframe interval, so motion vectors are exact."""
+    from vseg.data.transcode import transcode as run_transcode
+
+    with progress() as bar:
+        job = bar.add_task("transcoding", total=None)
+        stats = run_transcode(src, out, keyint=keyint, crf=crf, max_frames=max_frames,
+                              on_frame=lambda i, n: bar.update(job, completed=i + 1, total=n))
+    console.print(f"wrote {stats.dst}: {stats.frames} frames, {stats.width}x{stats.height} at {stats.fps:g} fps, "
+                  f"IP-only, keyframe every {stats.keyint} (from {stats.source_codec})", highlight=False)
+    if stats.padded != (0, 0):
+        console.print(f"padded {stats.padded[0]} row(s) and {stats.padded[1]} column(s) to reach even sizes",
+                      highlight=False)
+
+
+@app.command()
+def probe(
+    video: Annotated[Path, typer.Argument(help="A video file.")],
+    frames: Annotated[int, typer.Option("--frames", help="How many frames to scan (0: all).")] = 48,
+    json_out: JsonOut = None,
+) -> None:
+    """Show a video's size, GOP structure and motion vectors, and whether they are exact enough for AR-Seg."""
+    from vseg.data.motion_report import motion_report
+
+    r = motion_report(video, max_frames=frames or None)
+    console.print(f"{r['path']}: {r['codec']} {r['width']}x{r['height']}, {r['fps'] or '?'} fps, "
+                  f"{r['frame_count'] or '?'} frames", highlight=False)
+    console.print(f"GOP ({r['frames_scanned']} frames): {r['gop']}", highlight=False)
+    console.print(f"keyframes at {r['keyframes']}, intervals {r['keyframe_intervals']}", highlight=False)
+    moving = [f for f in r["frames"] if f["pict_type"] != "I"]
+    if moving:
+        console.print(f"mean |mv| {np.mean([f['mean_abs_mv'] for f in moving]):.2f} px/frame, "
+                      f"mean |accumulated mv| {np.mean([f['mean_abs_acc'] for f in moving]):.2f} px, "
+                      f"intra cells {100 * np.mean([f['intra_share'] for f in moving]):.1f}%", highlight=False)
+    if r["problems"]:
+        console.print(f"[yellow]motion vectors are ambiguous:[/] {escape(', '.join(r['problems']))}; "
+                      f"fix: vseg transcode {escape(str(video))} -o OUT.mp4 --keyint 12", highlight=False)
+    else:
+        console.print("motion vectors are exact (IP-only, one reference frame)")
+    write_json(json_out, r)
 
 
 def main() -> None:

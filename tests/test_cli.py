@@ -1,0 +1,92 @@
+import json
+import subprocess
+import sys
+
+
+def vseg(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "vseg", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_commands():
+    r = vseg("--help")
+    assert r.returncode == 0
+    for cmd in ("doctor", "data"):
+        assert cmd in r.stdout
+
+
+def test_doctor_json(tmp_path):
+    r = vseg("doctor", "--json", str(tmp_path / "d.json"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "d.json").read_text())
+    names = {c["name"] for c in report["checks"]}
+    assert {"torch", "onnxruntime", "PyAV", "codec libx264", "TensorRT", "libvseg_plugins.so"} <= names
+    assert report["ok"]
+
+
+def _one_error_line(r):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr + r.stdout
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    return lines[0]
+
+
+def test_eval_scores_a_folder_and_reports_bad_input(tmp_path):
+    import numpy as np
+
+    from vseg.data.palette import write_mask
+
+    for t in range(4):
+        m = np.zeros((24, 32), np.uint8)
+        m[4:12, 4:12] = 1
+        write_mask(tmp_path / "gt" / "s" / f"{t:05d}.png", m)
+        write_mask(tmp_path / "pred" / "s" / f"{t:05d}.png", m)
+    r = vseg("eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--json", str(tmp_path / "e.json"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-2 if "wrote" in r.stdout else -1].startswith("J&F 100.00  J 100.00  F 100.00")
+    assert json.loads((tmp_path / "e.json").read_text())["dataset"]["J&F-Mean"] == 100.0
+    line = _one_error_line(vseg("eval", "--pred", str(tmp_path / "missing"), "--gt", str(tmp_path / "gt")))
+    assert "missing" in line
+
+
+def _textured_clip(path, frames=10, bframes=0):
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    bg = rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
+        s.options = {"x264-params": f"bframes={bframes}:b-adapt=0:keyint=30:scenecut=0"}
+        for i in range(frames):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(bg[10:106, 2 * i:2 * i + 128]))):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def test_probe_and_transcode_fix_b_frames(tmp_path):
+    src = tmp_path / "b.mp4"
+    _textured_clip(src, bframes=2)
+    r = vseg("probe", str(src), "--json", str(tmp_path / "p.json"))
+    assert r.returncode == 0, r.stderr
+    assert "ambiguous" in r.stdout and "B-frames" in r.stdout and "vseg transcode" in r.stdout
+    assert json.loads((tmp_path / "p.json").read_text())["has_b_frames"] is True
+    r = vseg("transcode", str(src), "-o", str(tmp_path / "ip.mp4"), "--keyint", "4")
+    assert r.returncode == 0, r.stderr
+    r = vseg("probe", str(tmp_path / "ip.mp4"), "--json", str(tmp_path / "q.json"))
+    report = json.loads((tmp_path / "q.json").read_text())
+    assert report["motion_vectors_exact"] and report["gop"] == "IPPPIPPPIP"
+
+
+def test_bad_videos_get_one_line(tmp_path):
+    (tmp_path / "notes.mp4").write_text("not a video")
+    good = tmp_path / "good.mp4"
+    _textured_clip(good)
+    (tmp_path / "cut.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for bad in ("notes.mp4", "cut.mp4", "missing.mp4"):
+        line = _one_error_line(vseg("probe", str(tmp_path / bad)))
+        assert bad in line
+        line = _one_error_line(vseg("transcode", str(tmp_path / bad), "-o", str(tmp_path / "o.mp4")))
+        assert bad in line
