@@ -1,0 +1,148 @@
+"""InferenceCore: padding and cropping, memory-write schedule, object-id mapping, the
+previous-frame state of lite, equality with the model's stages run by hand, user errors."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vseg.errors import InputError
+from vseg.models.registry import build_model
+from vseg.runtime.inference_core import InferenceCore
+
+H, W = 61, 90  # not multiples of 16: padded to 64 x 96, 1 row on top, 2 below, 3 columns each side
+PAD = (3, 3, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {"stm": build_model("stm"), "lite": build_model("lite")}
+
+
+def video(num_frames, seed=0, h=H, w=W):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(num_frames)]
+
+
+def id_mask(ids=(3, 7), h=H, w=W):
+    mask = np.zeros((h, w), np.uint8)
+    for i, obj in enumerate(ids):
+        mask[5 + 12 * i: 15 + 12 * i, 10 + 20 * i: 40 + 20 * i] = obj
+    return mask
+
+
+@pytest.mark.parametrize("name", ["stm", "lite"])
+@pytest.mark.parametrize("ids", [(5,), (1, 2, 9)])
+def test_odd_frame_sizes_and_object_counts(models, name, ids):
+    core = InferenceCore(models[name])
+    mask = id_mask(ids)
+    for t, frame in enumerate(video(3)):
+        result = core.step(frame, mask if t == 0 else None)
+        assert result.probabilities.shape == (len(ids) + 1, H, W)
+        torch.testing.assert_close(result.probabilities.sum(0), torch.ones(H, W))
+        assert result.ids.shape == (H, W) and result.ids.dtype == np.uint8
+        assert set(np.unique(result.ids)) <= {0, *ids}
+        if t == 0:
+            np.testing.assert_array_equal(result.ids, mask)  # the given mask comes back as is
+    assert result.object_ids == ids and result.frame_index == 2
+
+
+def test_memory_is_written_on_the_right_frames(models):
+    core = InferenceCore(models["lite"], mem_every=3, capacity=3)
+    written = [core.step(f, id_mask() if t == 0 else None).memory_written for t, f in enumerate(video(10))]
+    assert [t for t, w in enumerate(written) if w] == [0, 3, 6, 9]
+    assert core.memory.num_writes == 4
+    assert core.memory.frame_indices == [0, 9, 6]  # frame 0 pinned; 9 replaced 3 in the ring
+    assert core.memory.keys.shape[-2:] == (4, 6)  # the padded 64 x 96 frame at stride 16
+
+
+def test_model_indices_map_back_to_user_ids(models):
+    core = InferenceCore(models["lite"])
+    frames = video(2)
+    first = core.step(frames[0], id_mask((3, 7)))
+    assert first.object_ids == (3, 7)
+
+    def fake_segment(*args):
+        # Padded-frame logits: object index 0 (id 3) on the first 10 visible columns, else index 1 (id 7).
+        logits = torch.zeros(1, 3, 64, 96)
+        logits[:, 1, :, : PAD[0] + 10] = 5.0
+        logits[:, 2, :, PAD[0] + 10:] = 5.0
+        return logits
+
+    core.model.segment = fake_segment
+    try:
+        second = core.step(frames[1])
+    finally:
+        del core.model.segment
+    assert (second.ids[:, :10] == 3).all() and (second.ids[:, 10:] == 7).all()
+
+
+def test_object_ids_choose_the_tracked_objects(models):
+    core = InferenceCore(models["stm"])
+    result = core.step(video(1)[0], id_mask((3, 7)), object_ids=[7])
+    assert result.object_ids == (7,) and result.probabilities.shape[0] == 2
+    np.testing.assert_array_equal(result.ids, np.where(id_mask((3, 7)) == 7, 7, 0))
+
+
+def test_core_equals_the_stages_run_by_hand(models):
+    model = models["lite"].eval()
+    frames, mask = video(3, seed=1), id_mask((3, 7))
+    core = InferenceCore(model, mem_every=2, capacity=4)
+    got = [core.step(f, mask if t == 0 else None).probabilities for t, f in enumerate(frames)]
+
+    def padded(frame):
+        return F.pad(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, PAD)
+
+    with torch.no_grad():
+        objects = F.pad(torch.stack([torch.from_numpy(mask == i) for i in (3, 7)])[None].float(), PAD)
+        f0 = model.encode_key(padded(frames[0]))
+        keys, values = f0.key.unsqueeze(2), model.encode_value(padded(frames[0]), objects, f0.feat16).unsqueeze(3)
+        prev = (f0.next_feat16, objects.sum(1, keepdim=True))
+        # mem_every = 2: frame 1 is not written and frame 2 only after it is segmented, so both
+        # frames read a memory holding frame 0 alone.
+        for t in (1, 2):
+            f = model.encode_key(padded(frames[t]), *prev)
+            probs = torch.softmax(model.segment(f.key, f.feat16, f.skip8, f.skip4, keys, values,
+                                                torch.ones(1, keys.shape[2], dtype=torch.bool)), 1)
+            torch.testing.assert_close(got[t], probs[0, :, 1:1 + H, 3:3 + W], atol=1e-5, rtol=1e-4)
+            prev = (f.next_feat16, 1 - probs[:, :1])
+
+
+def test_channels_first_and_last_frames_agree(models):
+    frames, mask = video(2, seed=2), id_mask()
+    last = InferenceCore(models["stm"])
+    first = InferenceCore(models["stm"])
+    for t, f in enumerate(frames):
+        a = last.step(f, mask if t == 0 else None)
+        b = first.step(torch.from_numpy(f).permute(2, 0, 1), torch.from_numpy(mask) if t == 0 else None)
+    torch.testing.assert_close(a.probabilities, b.probabilities)
+
+
+def test_user_errors_are_one_line_input_errors(models):
+    frame = video(1)[0]
+    cases = [
+        (np.zeros((H + 1, W), np.uint8), "first.png: mask is 62x90 but the video frames are 61x90"),
+        (np.zeros((H, W), np.uint8), "first.png: the mask has no objects"),
+        (id_mask().astype(np.float32), "first.png: a mask must hold integer object ids"),
+    ]
+    for mask, message in cases:
+        with pytest.raises(InputError, match=message):
+            InferenceCore(models["lite"]).step(frame, mask, mask_name="first.png")
+    with pytest.raises(InputError, match=r"object id\(s\) \[4\] not in the mask"):
+        InferenceCore(models["lite"]).step(frame, id_mask(), object_ids=[3, 4])
+    core = InferenceCore(models["lite"])
+    core.step(frame, id_mask())
+    with pytest.raises(InputError, match="frame 1 is 64x90 but the video started at 61x90"):
+        core.step(video(1, h=64)[0])
+
+
+def test_misuse_by_the_caller_is_a_plain_error(models):
+    core = InferenceCore(models["lite"])
+    with pytest.raises(ValueError, match="first frame needs a mask"):
+        core.step(video(1)[0])
+    core.step(video(1)[0], id_mask())
+    with pytest.raises(ValueError, match="only taken on the first frame"):
+        core.step(video(1)[0], id_mask())
+    with pytest.raises(ValueError, match="uint8"):
+        core.step(video(1)[0].astype(np.float32))

@@ -1,0 +1,106 @@
+"""The VOS memory store: a fixed-capacity ring buffer of memory frames (no model inside).
+
+Engines take static shapes, so the memory always has ``capacity`` slots and a validity mask
+says which hold a frame. The first frame written (the one with the user's mask, the only
+ground truth) is pinned in slot 0 and never overwritten; later writes cycle through slots
+1..capacity-1, replacing the oldest.
+
+Layout, for B frames per batch, Ck key and Cv value channels, K objects, T = capacity and an
+h x w stride-16 grid: keys [B, Ck, T, h, w], values [B, K, Cv, T, h, w], valid [B, T] bool,
+exactly what :meth:`vseg.models.stm.MemoryNetwork.read_memory` takes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class MemoryStore:
+    """Ring buffer of memory keys/values. Buffers are allocated on the first :meth:`add`, on
+    that key's device and dtype, with its shapes; later adds must match them."""
+
+    def __init__(self, capacity: int = 8, pin_first: bool = True) -> None:
+        if capacity < (2 if pin_first else 1):
+            raise ValueError(f"memory capacity {capacity} is too small (pinning the first frame needs 2)")
+        self.capacity = capacity
+        self.pin_first = pin_first
+        self.num_writes = 0
+        self._keys: torch.Tensor | None = None
+        self._values: torch.Tensor | None = None
+        self._valid = [False] * capacity  # host copy of the mask: counting needs no device sync
+        self._valid_mask: torch.Tensor | None = None  # [B, T] bool, on the buffers' device
+        self._frame_index = [-1] * capacity  # which frame each slot holds, -1 = empty
+        self._write_number = [-1] * capacity  # which write filled each slot
+
+    def next_slot(self) -> int:
+        """The slot the next :meth:`add` writes to."""
+        if not self.pin_first:
+            return self.num_writes % self.capacity
+        if self.num_writes == 0:
+            return 0
+        return 1 + (self.num_writes - 1) % (self.capacity - 1)
+
+    def add(self, key: torch.Tensor, values: torch.Tensor, frame_index: int | None = None) -> int:
+        """Write one memory frame: key [B, Ck, h, w], values [B, K, Cv, h, w]. Returns the slot.
+
+        The tensors are copied into the buffers (no reference to them is kept).
+        """
+        if self._keys is None:
+            self._allocate(key, values)
+        assert self._keys is not None and self._values is not None and self._valid_mask is not None
+        if key.shape != self._keys[:, :, 0].shape or values.shape != self._values[:, :, :, 0].shape:
+            raise ValueError(f"memory frame of shapes {tuple(key.shape)}, {tuple(values.shape)} does not fit "
+                             f"a memory of {tuple(self._keys.shape)}, {tuple(self._values.shape)}")
+        slot = self.next_slot()
+        self._keys[:, :, slot] = key
+        self._values[:, :, :, slot] = values
+        self._valid[slot] = True
+        self._valid_mask[:, slot] = True
+        self._frame_index[slot] = self.num_writes if frame_index is None else frame_index
+        self._write_number[slot] = self.num_writes
+        self.num_writes += 1
+        return slot
+
+    def _allocate(self, key: torch.Tensor, values: torch.Tensor) -> None:
+        b, ck, h, w = key.shape
+        _, k, cv, _, _ = values.shape
+        # Zero-filled: empty slots are masked out by `valid`, and zeros keep them harmless anyway.
+        self._keys = key.new_zeros(b, ck, self.capacity, h, w)
+        self._values = values.new_zeros(b, k, cv, self.capacity, h, w)
+        self._valid_mask = torch.zeros(b, self.capacity, dtype=torch.bool, device=key.device)
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """[B, Ck, T, h, w]."""
+        self._require_data()
+        return self._keys
+
+    @property
+    def values(self) -> torch.Tensor:
+        """[B, K, Cv, T, h, w]."""
+        self._require_data()
+        return self._values
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """[B, T] bool: True for slots holding a frame."""
+        self._require_data()
+        return self._valid_mask.clone()  # a copy: callers cannot corrupt the store
+
+    @property
+    def frame_indices(self) -> list[int]:
+        """Per slot, the frame index given to :meth:`add` (or the write count), -1 if empty."""
+        return list(self._frame_index)
+
+    @property
+    def num_valid(self) -> int:
+        return sum(self._valid)
+
+    def oldest_to_newest(self) -> list[int]:
+        """Slots holding frames, in write order (the pinned slot first when pinning)."""
+        slots = [s for s in range(self.capacity) if self._valid[s]]
+        return sorted(slots, key=lambda s: self._write_number[s])
+
+    def _require_data(self) -> None:
+        if self._keys is None:
+            raise RuntimeError("the memory is empty: add() the first frame before reading")
