@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -32,7 +32,7 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 # Options shared by several commands, declared once.
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this file.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON to this file.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same output.")]
 
 
@@ -45,7 +45,13 @@ def write_json(path: Path | None, payload: dict) -> None:
 
 def progress():
     """A progress bar for long work (shown on stderr so stdout stays parseable)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=err_console, transient=True, disable=not err_console.is_terminal)
@@ -74,8 +80,8 @@ def eval_(
     pred: Annotated[Path, typer.Option("--pred", help="Predicted masks: one folder per sequence (00000.png...).")],
     gt: Annotated[Path, typer.Option("--gt", help="Ground truth: a DAVIS Annotations folder (or DAVIS root); for vss a label folder.")],
     task: Annotated[str, typer.Option("--task", help="vos: DAVIS-2017 J&F; vss: per-class IoU and mIoU.")] = "vos",
-    sequences: Annotated[Optional[str], typer.Option("--sequences", help="Comma-separated sequence names (vos).")] = None,
-    num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Number of classes (vss).")] = None,
+    sequences: Annotated[str | None, typer.Option("--sequences", help="Comma-separated sequence names (vos).")] = None,
+    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Number of classes (vss).")] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Score predictions: DAVIS-2017 semi-supervised J&F (vos) or mIoU from a confusion matrix (vss)."""
@@ -91,26 +97,24 @@ def eval_(
     elif task == "vss":
         from vseg.metrics.vss import evaluate_vss, format_vss_table
 
-        names = _class_names_near(gt)
-        result = evaluate_vss(pred, gt, num_classes=num_classes or (len(names) if names else None), class_names=names)
+        names, ignore = _classes_near(gt)
+        result = evaluate_vss(pred, gt, num_classes=num_classes or (len(names) if names else None),
+                              class_names=names, ignore_index=ignore)
         console.print(format_vss_table(result), highlight=False, markup=False)
     else:
         raise VsegError(f"--task must be vos or vss, not {task!r}")
     write_json(json_out, result)
 
 
-def _class_names_near(gt: Path) -> list[str] | None:
-    """Class names from a classes.json at or above the label folder (our synthetic VSS layout)."""
-    import json
+def _classes_near(gt: Path) -> tuple[list[str] | None, int]:
+    """(class names, ignore index) from a classes.json at or above the label folder (CamVid-like layouts)."""
+    from vseg.data.datasets import read_classes
 
     for folder in (gt, *gt.resolve().parents[:2]):
-        path = folder / "classes.json"
-        if path.is_file():
-            try:
-                return [c["name"] for c in json.loads(path.read_text())["classes"]]
-            except (ValueError, KeyError, TypeError):
-                raise VsegError(f"{path}: not a classes.json with a 'classes' list of {{name, ...}}") from None
-    return None
+        if (folder / "classes.json").is_file():
+            names, _, ignore = read_classes(folder / "classes.json")
+            return names, ignore
+    return None, 255
 
 
 @app.command()
@@ -119,7 +123,7 @@ def transcode(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output .mp4/.mov/.mkv (H.264, IP-only).")],
     keyint: Annotated[int, typer.Option("--keyint", help="Keyframe interval L (AR-Seg's GOP).")] = 12,
     crf: Annotated[int, typer.Option("--crf", help="x264 constant rate factor (lower = better).")] = 18,
-    max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many frames.")] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after this many frames.")] = None,
 ) -> None:
     """Re-encode to H.264 with no B-frames, one reference and a fixed keyframe interval, so motion vectors are exact."""
     from vseg.data.transcode import transcode as run_transcode
@@ -160,6 +164,57 @@ def probe(
     else:
         console.print("motion vectors are exact (IP-only, one reference frame)")
     write_json(json_out, r)
+
+
+# Options shared by the two synthetic-data commands.
+OutDir = Annotated[Path, typer.Option("--out", help="Dataset root to write.")]
+Clips = Annotated[int, typer.Option("--clips", help="Number of clips.")]
+ValFraction = Annotated[float, typer.Option("--val-fraction", help="Share of clips listed as validation.")]
+
+
+@data_app.command("synth-vos")
+def synth_vos(
+    out: OutDir,
+    clips: Clips = 20,
+    seed: Seed = 0,
+    frames: Annotated[int, typer.Option("--frames", help="Frames per clip.")] = 30,
+    height: Annotated[int, typer.Option("--height", help="Frame height (even).")] = 480,
+    width: Annotated[int, typer.Option("--width", help="Frame width (even).")] = 854,
+    val_fraction: ValFraction = 0.2,
+) -> None:
+    """Synthetic semi-supervised VOS clips in the DAVIS-2017 layout, with an IP-only H.264 mp4 per clip."""
+    from vseg.data.synth_vos import generate_vos
+
+    with progress() as bar:
+        job = bar.add_task("rendering clips", total=clips)
+        summary = generate_vos(out, clips, seed, frames=frames, height=height, width=width,
+                               val_fraction=val_fraction, on_clip=lambda *_: bar.advance(job))
+    _print_split_summary(summary, "JPEGImages/480p, Annotations/480p, ImageSets/2017, videos/")
+
+
+@data_app.command("synth-vss")
+def synth_vss(
+    out: OutDir,
+    clips: Clips = 20,
+    seed: Seed = 0,
+    frames: Annotated[int, typer.Option("--frames", help="Frames per clip (several GOPs of 12).")] = 48,
+    height: Annotated[int, typer.Option("--height", help="Frame height (even).")] = 360,
+    width: Annotated[int, typer.Option("--width", help="Frame width (even).")] = 480,
+    val_fraction: ValFraction = 0.2,
+) -> None:
+    """Synthetic street scenes for video semantic segmentation (CamVid-like layout, 11 classes, every frame labelled)."""
+    from vseg.data.synth_vss import generate_vss
+
+    with progress() as bar:
+        job = bar.add_task("rendering clips", total=clips)
+        summary = generate_vss(out, clips, seed, frames=frames, height=height, width=width,
+                               val_fraction=val_fraction, on_clip=lambda *_: bar.advance(job))
+    _print_split_summary(summary, "train/, trainannot/, val/, valannot/, videos/, classes.json")
+
+
+def _print_split_summary(summary: dict, layout: str) -> None:
+    console.print(f"wrote {summary['root']}: {len(summary['train'])} train and {len(summary['val'])} val clips "
+                  f"({layout})", highlight=False)
 
 
 def main() -> None:
