@@ -166,6 +166,32 @@ def probe(
     write_json(json_out, r)
 
 
+@app.command()
+def run(
+    video: Annotated[Path, typer.Argument(help="Video file to segment.")],
+    mask: Annotated[Path, typer.Option("--mask", help="First-frame mask: indexed PNG (DAVIS style) or RGB in the DAVIS palette.")],
+    model: Annotated[str, typer.Option("--model", help="stm or lite (shipped weights unless --weights).")] = "lite",
+    weights: Annotated[Path | None, typer.Option("--weights", help="A safetensors file written by vseg train.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder for 00000.png... (default: out/<video name>).")] = None,
+    mem_every: Annotated[int, typer.Option("--mem-every", help="Write memory every N frames.")] = 5,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after N frames.")] = None,
+    json_out: JsonOut = None,
+) -> None:
+    """Segment the objects of the first-frame mask through the whole video: one palette PNG per frame."""
+    from vseg.models.weights import load_named_model
+    from vseg.runtime.run_vos import run_vos
+
+    net = load_named_model(model, weights)
+    out = out or Path("out") / video.stem
+    with progress() as bar:
+        job = bar.add_task(f"{model} on {video.name}", total=None)
+        summary = run_vos(video, mask, net, out, mem_every=mem_every, max_frames=max_frames,
+                          on_frame=lambda i, n: bar.update(job, completed=i + 1, total=n))
+    console.print(f"wrote {summary['frames']} masks to {summary['out']} ({len(summary['objects'])} object(s), "
+                  f"{summary['fps']:.2f} frames/s on {summary['threads']} CPU thread(s))", highlight=False)
+    write_json(json_out, {"model": model, **summary})
+
+
 # Options shared by the two synthetic-data commands.
 OutDir = Annotated[Path, typer.Option("--out", help="Dataset root to write.")]
 Clips = Annotated[int, typer.Option("--clips", help="Number of clips.")]

@@ -1,0 +1,84 @@
+"""`vseg run` for VOS: frames in, palette PNGs out, ids and palette kept, bad input rejected."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vseg.data.encode import H264Writer
+from vseg.data.palette import DAVIS_PALETTE, read_mask, write_mask
+from vseg.metrics.davis import evaluate_davis
+from vseg.models.registry import build_model, save_model
+
+H, W, T = 90, 122, 6  # not a multiple of 16
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clip")
+    rng = np.random.default_rng(0)
+    bg = rng.integers(0, 255, (H, W + 3 * T, 3), dtype=np.uint8)
+    ids = np.zeros((H, W), np.uint8)
+    ids[10:30, 10:40] = 3
+    ids[50:80, 60:90] = 7
+    ids[20:40, 95:115] = 12
+    with H264Writer(root / "v.mp4", W, H, keyint=4) as w:
+        for t in range(T):
+            w.write(np.ascontiguousarray(bg[:, 3 * t:3 * t + W]))
+    palette = DAVIS_PALETTE.copy()
+    palette[12] = (250, 10, 200)  # the user's own colour for id 12 must survive
+    write_mask(root / "first.png", ids, palette)
+    weights = save_model(build_model("lite"), root / "lite.safetensors")
+    return root, ids, weights
+
+
+def vseg(*args):
+    return subprocess.run([sys.executable, "-m", "vseg", *args], capture_output=True, text=True)
+
+
+def test_run_writes_palette_pngs_that_eval_scores(clip, tmp_path):
+    root, ids, weights = clip
+    out = tmp_path / "pred" / "v"
+    r = vseg("run", str(root / "v.mp4"), "--mask", str(root / "first.png"), "--weights", str(weights),
+             "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == [f"{i:05d}.png" for i in range(T)]
+    first, pal = read_mask(out / "00000.png")
+    np.testing.assert_array_equal(first, ids)  # frame 0 is the given mask
+    assert tuple(pal[12]) == (250, 10, 200)
+    for name in files:
+        img = Image.open(out / name)
+        assert img.mode == "P" and img.size == (W, H)
+        assert set(np.unique(np.array(img))) <= {0, 3, 7, 12}
+    gt = tmp_path / "gt" / "v"
+    for i in range(T):  # a GT with the objects fixed in place: any scores are fine, they must be computed
+        write_mask(gt / f"{i:05d}.png", ids)
+    result = evaluate_davis(tmp_path / "pred", tmp_path / "gt")
+    # DAVIS counts ids 1..max of the first GT frame as objects, so ids {3, 7, 12} make 12 of them.
+    assert 0 <= result["dataset"]["J&F-Mean"] <= 100 and len(result["objects"]) == 12
+
+
+@pytest.mark.parametrize("case", ["size", "empty", "colours", "not-a-video"])
+def test_bad_input_is_one_line(clip, tmp_path, case):
+    root, ids, weights = clip
+    video, mask = root / "v.mp4", tmp_path / "m.png"
+    if case == "size":
+        write_mask(mask, np.pad(ids, ((0, 2), (0, 0))))
+    elif case == "empty":
+        write_mask(mask, np.zeros_like(ids))
+    elif case == "colours":
+        rgb = DAVIS_PALETTE[ids].copy()
+        rgb[0, 0] = (1, 2, 3)
+        Image.fromarray(rgb).save(mask)
+    else:
+        write_mask(mask, ids)
+        video = tmp_path / "notes.mp4"
+        video.write_text("hello")
+    r = vseg("run", str(video), "--mask", str(mask), "--weights", str(weights), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert (video.name if case == "not-a-video" else mask.name) in lines[0]

@@ -1,0 +1,29 @@
+"""Weights shipped inside the package, found by model name (``--model lite``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vseg.errors import VsegError
+from vseg.models.registry import load_model, model_name
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def shipped_weights(name: str) -> Path:
+    """Path of the shipped safetensors for model ``name``; VsegError when none is shipped."""
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+        raise VsegError(f"no shipped weights for model {name!r} (shipped: {', '.join(shipped) or 'none'}); "
+                        f"pass --weights FILE.safetensors or train with `vseg train --model {name}`")
+    return path
+
+
+def load_named_model(name: str, weights: str | Path | None = None):
+    """Model ``name`` from ``weights`` (default: the shipped file), as fp32 in eval mode."""
+    path = Path(weights) if weights is not None else shipped_weights(name)
+    model = load_model(path)
+    if model_name(model) != name:
+        raise VsegError(f"{path}: holds a {model_name(model)!r} model, not {name!r}")
+    return model.float().eval()
