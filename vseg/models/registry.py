@@ -24,11 +24,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vseg.errors import InputError, VsegError
 from vseg.models.lite import LiteConfig, LiteVOS
+from vseg.models.spvos import SpVOS, SpVOSConfig
 from vseg.models.stm import STM, MemoryNetwork, STMConfig
 
 MODELS: dict[str, tuple[type, type[MemoryNetwork]]] = {
     "stm": (STMConfig, STM),
     "lite": (LiteConfig, LiteVOS),
+    "spvos": (SpVOSConfig, SpVOS),
 }
 
 

@@ -7,6 +7,13 @@ outputs are cropped back, so any frame size works. Memory is written on the firs
 (pinned) and every ``mem_every`` frames after it, into a fixed-capacity :class:`MemoryStore`.
 Models whose ``encode_key`` takes the previous frame (lite's STFF) get it from here: the
 previous raw feature and foreground probability are state of the core, not of the model.
+
+Key-encoder policy hook: a model whose key encoder carries state between frames (spvos's gate
+state) provides ``make_key_policy(**options)``; the returned object decides per frame how the
+key encoder runs and holds that state, through one method, ``encode_key(image, frame_index,
+writes_memory) -> KeyFeatures``. The core calls it instead of ``model.encode_key`` and has no
+model-specific branches. Pass ``key_policy`` to choose its options (e.g. spvos's budget); a
+policy holds one video's state, so each core needs a fresh one.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ class InferenceCore:
     The model is put in eval mode and run under ``torch.inference_mode`` on its own device.
     """
 
-    def __init__(self, model: MemoryNetwork, mem_every: int = 5, capacity: int = 8) -> None:
+    def __init__(self, model: MemoryNetwork, mem_every: int = 5, capacity: int = 8, key_policy=None) -> None:
         if mem_every < 1:
             raise ValueError(f"mem_every must be >= 1, got {mem_every}")
         self.model = model.eval()
@@ -58,6 +65,8 @@ class InferenceCore:
         self._id_lookup: torch.Tensor | None = None  # model index + 1 -> user id, [K+1] uint8
         self._prev_feat16: torch.Tensor | None = None
         self._prev_fg: torch.Tensor | None = None
+        make_policy = getattr(model, "make_key_policy", None)
+        self.key_policy = key_policy if key_policy is not None else (make_policy() if make_policy else None)
 
     def step(self, frame: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor | None = None,
              object_ids: list[int] | tuple[int, ...] | None = None, mask_name: str = "mask") -> StepResult:
@@ -140,6 +149,8 @@ class InferenceCore:
     # -- model stages ------------------------------------------------------------------------
 
     def _encode_key(self, image: torch.Tensor) -> KeyFeatures:
+        if self.key_policy is not None:
+            return self.key_policy.encode_key(image, self.frame_index, self._writes_memory())
         if self.model.uses_prev_frame:
             return self.model.encode_key(image, self._prev_feat16, self._prev_fg)
         return self.model.encode_key(image)
@@ -151,8 +162,11 @@ class InferenceCore:
                                     mem.keys, mem.values, mem.valid)
         return torch.softmax(logits, dim=1)
 
+    def _writes_memory(self) -> bool:
+        return self.frame_index % self.mem_every == 0
+
     def _maybe_write_memory(self, image: torch.Tensor, probs: torch.Tensor, feats: KeyFeatures) -> bool:
-        if self.frame_index % self.mem_every != 0:
+        if not self._writes_memory():
             return False
         values = self.model.encode_value(image, probs[:, 1:], feats.feat16)
         self.memory.add(feats.key, values, frame_index=self.frame_index)

@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""spvos on the CPU: the tile-sparse GatedSparseConv2d against the same convolutions run densely.
+
+    python benchmarks/sparse_conv_cpu.py --json sparse_conv_cpu.json
+
+Everything is measured side by side in one run (``--threads`` 2 by default, warm-up calls
+first, then ``--repeats`` rounds in which every candidate runs once, interleaved, so that
+machine load hits all candidates alike; the figure is the median, the minimum is kept too).
+Weights are random: the speed of a convolution does not depend on their values.
+
+1. Layers: every gated conv of spvos at a 480x854 frame (padded to 480x864, as the inference
+   core pads it), with the BatchNorm folded in as the gated path runs it. Dense baselines:
+   F.conv2d (+ReLU) on NCHW tensors (how stm runs) and on channels-last tensors (the faster
+   layout here). Sparse: the custom op on channels-last tensors at several decision mixes
+   (spatially random tiles). Reported per mix: the FLOP ratio (REUSE 0, COARSE 0.25, DENSE 1,
+   by output pixels), the speed-up, and the acceptance criterion speed-up >= 0.6 / FLOP ratio,
+   per layer and for all gated layers together.
+2. The whole encode_key stage: dense (stm's path, and channels-last) against sparse at one
+   realistic mix: the gates run as usual but their decisions are replaced by tiles drawn with
+   the mix's probabilities, fresh every frame (so the active counts vary as on video); the
+   FLOP ratio is the mean realized GFLOPs (ungated layers and gates included) over dense.
+
+Prints tables; ``--json`` writes everything (machine, load average, settings, figures).
+On a machine shared with other work, 2-thread wall-clock figures mostly measure OpenMP threads
+waiting for a core (the sparse path has more, smaller parallel regions than one dense conv);
+``--threads 1 --clock cpu`` (this thread's CPU time) is the steadier reading there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vseg.models.cost import SparseCostModel, tile_area_weights
+from vseg.models.registry import step_gflops
+from vseg.models.spvos import SpVOS, SpVOSConfig, fold_batchnorm
+from vseg.ops.gated_sparse_conv import gated_sparse_conv2d
+from vseg.ops.reference import COARSE, DENSE, REUSE
+
+MIXES = [  # (REUSE share, COARSE share); the rest is DENSE
+    (0.0, 0.0), (0.25, 0.0), (0.5, 0.0), (0.75, 0.0), (0.9, 0.0), (0.5, 0.25), (0.25, 0.5), (0.6, 0.15),
+]
+
+
+def random_decisions(grid: tuple[int, int], reuse: float, coarse: float, seed: int) -> torch.Tensor:
+    """int32 [1, 1, th, tw]: exactly round(share * tiles) tiles of each choice, at random places."""
+    tiles = grid[0] * grid[1]
+    order = torch.randperm(tiles, generator=torch.Generator().manual_seed(seed))
+    values = torch.full((tiles,), DENSE, dtype=torch.int32)
+    n_reuse, n_coarse = round(reuse * tiles), round(coarse * tiles)
+    values[order[:n_reuse]] = REUSE
+    values[order[n_reuse:n_reuse + n_coarse]] = COARSE
+    return values.view(1, 1, *grid)
+
+
+def flop_ratio(decision: torch.Tensor, out_h: int, out_w: int, tile: int) -> float:
+    """Fraction of the dense FLOPs the decisions spend (by output pixels)."""
+    cost = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)[decision[0, 0].long()]
+    return float((cost * tile_area_weights(out_h, out_w, tile)).sum())
+
+
+CLOCK = time.perf_counter  # --clock cpu: time.thread_time (one thread only; see main)
+
+
+def measure(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, dict]:
+    """Interleaved timing: ``warmup`` untimed rounds, then ``repeats`` rounds of every candidate
+    once each. Returns {name: {"median_ms", "min_ms"}}."""
+    for _ in range(warmup):
+        for fn in candidates.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            start = CLOCK()
+            fn()
+            times[name].append(CLOCK() - start)
+    return {name: {"median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t)} for name, t in times.items()}
+
+
+def gated_layers(model: SpVOS, height: int, width: int) -> list[dict]:
+    """Per gated conv: name, input x [1, Cin, H, W], folded weight/bias, stride, activation, out size."""
+    with torch.no_grad():
+        state = model.encode_key(torch.rand(1, 3, height, width), dense=True).state
+    layers = []
+    for b, (stage, index) in enumerate(model.gated_blocks()):
+        block = getattr(model.key_encoder, stage)[index]
+        x, y1, y2 = state[3 * b: 3 * b + 3]
+        for conv_bn, inp, out, act, part in ((block.conv1, x, y1, "relu", 1), (block.conv2, y1, y2, "none", 2)):
+            weight, bias = (t.detach() for t in fold_batchnorm(conv_bn))
+            layers.append({"name": f"{stage}.{index}.conv{part}", "x": inp, "y_shape": tuple(out.shape), "weight": weight,
+                               "bias": bias, "stride": conv_bn[0].stride[0], "activation": act})
+    return layers
+
+
+def dense_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, relu: bool) -> torch.Tensor:
+    """The dense baseline of one gated conv: conv + bias (+ ReLU), as the stm layer computes it."""
+    y = F.conv2d(x, weight, bias, stride=stride, padding=1)
+    return torch.relu_(y) if relu else y
+
+
+def bench_layers(model: SpVOS, height: int, width: int, repeats: int, warmup: int) -> list[dict]:
+    tile = model.config.tile
+    rows = []
+    for number, layer in enumerate(gated_layers(model, height, width)):
+        x, w, b, s, act = layer["x"], layer["weight"], layer["bias"], layer["stride"], layer["activation"]
+        x_cl, w_cl = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+        y_prev = torch.randn(layer["y_shape"]).contiguous(memory_format=torch.channels_last)
+        _, _, out_h, out_w = layer["y_shape"]
+        grid = (-(-out_h // tile), -(-out_w // tile))
+        candidates = {"dense_nchw": functools.partial(dense_conv, x, w, b, s, act == "relu"),
+                      "dense_channels_last": functools.partial(dense_conv, x_cl, w_cl, b, s, act == "relu")}
+        ratios = {}
+        for reuse, coarse in MIXES:
+            key = f"reuse{reuse:.2f}_coarse{coarse:.2f}"
+            d = random_decisions(grid, reuse, coarse, seed=number)
+            ratios[key] = flop_ratio(d, out_h, out_w, tile)
+            candidates[key] = functools.partial(gated_sparse_conv2d, x_cl, d, y_prev, w_cl, b, stride=s, tile=tile,
+                                                coarse_mode=model.config.coarse_mode, activation=act)
+        with torch.no_grad():
+            times = measure(candidates, repeats, warmup)
+        rows.append({"layer": layer["name"], "input": list(x.shape), "output": list(layer["y_shape"]),
+                     "times": times, "flop_ratio": ratios})
+    return rows
+
+
+def summarise_layers(rows: list[dict]) -> list[dict]:
+    """All gated layers together, per mix: summed medians and FLOP-weighted ratio."""
+    summary = []
+    for key in rows[0]["flop_ratio"]:
+        dense_nchw = sum(r["times"]["dense_nchw"]["median_ms"] for r in rows)
+        dense_cl = sum(r["times"]["dense_channels_last"]["median_ms"] for r in rows)
+        sparse = sum(r["times"][key]["median_ms"] for r in rows)
+        weights = [r["output"][1] * r["output"][2] * r["output"][3] * r["input"][1] for r in rows]  # ~ dense FLOPs
+        ratio = sum(w * r["flop_ratio"][key] for w, r in zip(weights, rows)) / sum(weights)
+        summary.append(_verdict({"mix": key, "dense_nchw_ms": dense_nchw, "dense_channels_last_ms": dense_cl,
+                                     "sparse_ms": sparse, "flop_ratio": ratio}))
+    return summary
+
+
+def _verdict(row: dict) -> dict:
+    need = 0.6 / max(row["flop_ratio"], 1e-9)
+    row["required_speedup"] = need
+    row["speedup_vs_nchw"] = row["dense_nchw_ms"] / row["sparse_ms"]
+    row["speedup_vs_channels_last"] = row["dense_channels_last_ms"] / row["sparse_ms"]
+    row["passes_vs_nchw"] = row["speedup_vs_nchw"] >= need
+    row["passes_vs_channels_last"] = row["speedup_vs_channels_last"] >= need
+    return row
+
+
+class ReplayGate(nn.Module):
+    """Runs a gate as usual (its cost stays in the timing) but answers the next of a list of
+    decision maps, one per call, cycling."""
+
+    def __init__(self, gate: nn.Module, decisions: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.gate, self.decisions, self.calls = gate, decisions, 0
+
+    def forward(self, x, x_prev, budget, tau=1.0, generator=None):
+        out = self.gate(x, x_prev, budget, tau, generator)
+        decision = self.decisions[self.calls % len(self.decisions)]
+        self.calls += 1
+        return out._replace(decision=decision)
+
+
+def sampled_decisions(grid: tuple[int, int], reuse: float, coarse: float, seed: int) -> torch.Tensor:
+    """int32 [1, 1, th, tw], each tile drawn independently with the mix's probabilities, so the
+    number of active tiles varies from frame to frame as it does on video."""
+    u = torch.rand(grid, generator=torch.Generator().manual_seed(seed))
+    d = torch.full(grid, DENSE, dtype=torch.int32)
+    d[u < reuse + coarse] = COARSE
+    d[u < reuse] = REUSE
+    return d.view(1, 1, *grid)
+
+
+def bench_encode_key(model: SpVOS, height: int, width: int, mix: tuple[float, float], repeats: int,
+                     warmup: int) -> dict:
+    frame0, frame1 = torch.rand(1, 3, height, width), torch.rand(1, 3, height, width)
+    with torch.no_grad():
+        first = model.encode_key(frame0, dense=True)
+    tile = model.config.tile
+    outputs = [t for b in range(len(first.state) // 3) for t in first.state[3 * b + 1: 3 * b + 3]]
+    grids = [(-(-y.shape[2] // tile), -(-y.shape[3] // tile)) for y in outputs]
+    frames = warmup + repeats
+    per_frame = [[sampled_decisions(g, *mix, seed=1000 * f + i) for i, g in enumerate(grids)] for f in range(frames)]
+    # The sparse path runs as the inference core runs it (NCHW frame and weights: the gated path
+    # switches to channels-last after the stem by itself), its gates replaying the sampled
+    # decisions. Dense: stm's path as it is, and a channels-last copy of it.
+    replay = copy.deepcopy(model)
+    for i, name in enumerate(list(replay.gates.keys())):
+        replay.gates[name] = ReplayGate(replay.gates[name], [per_frame[f][i] for f in range(frames)])
+    dense_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    frame_cl = frame1.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # steady state: the state of a sparse frame (channels-last, like its maps)
+        state = replay.encode_key(frame0, replay.encode_key(frame0, dense=True).state, model.config.budget).state
+    candidates = {
+        "dense": lambda: model.encode_key(frame1, dense=True),
+        "dense_channels_last": lambda: dense_cl.encode_key(frame_cl, dense=True),
+        "sparse": lambda: replay.encode_key(frame1, state, model.config.budget),
+    }
+    with torch.no_grad():
+        times = measure(candidates, repeats, warmup)
+    cost = SparseCostModel(model, height, width)
+    costs = [cost.frame_cost(decisions, dense=False) for decisions in per_frame]
+    realized = statistics.mean(c.realized_gflops for c in costs)
+    segment = step_gflops(model, height, width)["segment"]
+    dense_gflops = costs[0].dense_gflops
+    row = {"mix": {"reuse": mix[0], "coarse": mix[1]}, "times": times, "dense_gflops": dense_gflops,
+               "realized_gflops": realized, "flop_ratio": realized / dense_gflops,
+               "step_gflops_dense": dense_gflops + segment, "step_gflops_realized": realized + segment}
+    row.update(_verdict({"dense_nchw_ms": times["dense"]["median_ms"],
+                             "dense_channels_last_ms": times["dense_channels_last"]["median_ms"],
+                             "sparse_ms": times["sparse"]["median_ms"], "flop_ratio": realized / dense_gflops}))
+    return row
+
+
+def print_tables(layers: list[dict], together: list[dict], encode: dict) -> None:
+    print("\nper layer: median ms (dense NCHW | dense channels-last) and sparse speed-up vs channels-last "
+          "(FLOP ratio), * = meets 0.6 / ratio")
+    for r in layers:
+        cells = []
+        for key, ratio in r["flop_ratio"].items():
+            speed = r["times"]["dense_channels_last"]["median_ms"] / r["times"][key]["median_ms"]
+            cells.append(f"{speed:5.2f}x({ratio:.2f}){'*' if speed >= 0.6 / max(ratio, 1e-9) else ' '}")
+        print(f"{r['layer']:15s} {r['times']['dense_nchw']['median_ms']:6.2f} | "
+              f"{r['times']['dense_channels_last']['median_ms']:6.2f}  " + " ".join(cells))
+    print("\nall gated layers together")
+    print(f"{'mix':24s} {'ratio':>6s} {'nchw ms':>8s} {'cl ms':>8s} {'sparse':>8s} {'x nchw':>7s} {'x cl':>7s} "
+          f"{'need':>6s}  pass(nchw/cl)")
+    for r in together:
+        print(f"{r['mix']:24s} {r['flop_ratio']:6.3f} {r['dense_nchw_ms']:8.2f} {r['dense_channels_last_ms']:8.2f} "
+              f"{r['sparse_ms']:8.2f} {r['speedup_vs_nchw']:7.2f} {r['speedup_vs_channels_last']:7.2f} "
+              f"{r['required_speedup']:6.2f}  {r['passes_vs_nchw']}/{r['passes_vs_channels_last']}")
+    e = encode
+    print(f"\nencode_key at mix {e['mix']}: dense {e['dense_gflops']:.2f} GFLOPs, realized {e['realized_gflops']:.2f} "
+          f"(ratio {e['flop_ratio']:.3f}); median ms dense {e['dense_nchw_ms']:.1f}, dense channels-last "
+          f"{e['dense_channels_last_ms']:.1f}, sparse {e['sparse_ms']:.1f}; speed-up {e['speedup_vs_nchw']:.2f}x "
+          f"(vs channels-last {e['speedup_vs_channels_last']:.2f}x), needed {e['required_speedup']:.2f}x")
+    print(f"whole step (encode_key + segment, 1 object): {e['step_gflops_dense']:.1f} -> "
+          f"{e['step_gflops_realized']:.1f} GFLOPs")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--width", type=int, default=854)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--tile", type=int, default=SpVOSConfig.tile)
+    ap.add_argument("--stages", default=",".join(SpVOSConfig.gated_stages), help="gated stages, comma-separated")
+    ap.add_argument("--mix", default="0.6,0.15", help="REUSE,COARSE shares for the encode_key figure")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: this thread's CPU time instead of wall time (needs --threads 1); less "
+                         "sensitive to other processes on a busy machine, blind to waiting")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        ap.error("--clock cpu measures one thread: use it with --threads 1")
+    global CLOCK
+    CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    height, width = -(-args.height // 16) * 16, -(-args.width // 16) * 16  # the inference core's padding
+    model = SpVOS(SpVOSConfig(tile=args.tile, gated_stages=tuple(args.stages.split(",")))).eval()
+    load_before = os.getloadavg()
+    layers = bench_layers(model, height, width, args.repeats, args.warmup)
+    together = summarise_layers(layers)
+    mix = tuple(float(v) for v in args.mix.split(","))
+    encode = bench_encode_key(model, height, width, mix, args.repeats, args.warmup)
+    result = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+                     "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_before": load_before,
+                     "load_average_after": os.getloadavg()},
+        "settings": {"frame": [args.height, args.width], "padded": [height, width], "tile": args.tile, "clock": args.clock,
+                      "stages": args.stages.split(","), "repeats": args.repeats, "warmup": args.warmup},
+        "layers": layers, "gated_layers_together": together, "encode_key": encode,
+    }
+    print_tables(layers, together, encode)
+    print(f"\nload average before/after: {load_before} / {result['machine']['load_average_after']} "
+          f"({os.cpu_count()} CPUs; other work on the machine makes these figures noisy)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()

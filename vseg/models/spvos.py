@@ -1,0 +1,448 @@
+"""`spvos`: `stm` with triple-gated sparse convolutions in the key encoder.
+
+Every 3x3 convolution of the key encoder's gated stages becomes a GatedSparseConv2d with its
+own :class:`~vseg.models.gates.TripleGate`. By default these are ``layer1`` (stride 4),
+``layer2`` (stride 8) and ``layer3`` (stride 16) of :class:`~vseg.models.backbones.ResNetTrunk`:
+FlopCounterMode at 480x864 puts 7.6, 6.7 and 6.7 of encode_key's 23.7 GFLOPs in their 3x3
+convs (the rest: the 7x7 stem 2.0, 1x1 shortcuts 0.2, key projection 0.5), so gating only
+strides 4 and 8 would leave 28 % of the key encoder's work in ungated layer3 convs.
+
+The convolutions and BatchNorms stay the modules `stm` has (same state-dict keys, so
+:func:`spvos_from_stm` is a plain state-dict copy). The key encoder's BatchNorm is frozen
+(running statistics, also in training mode), so folding it into the convolutions is exact up
+to rounding: dense frames run exactly stm's modules; gated frames run channels-last with every
+BatchNorm folded (the tile gathers read channels-last maps in place).
+
+State is explicit: per gated BasicBlock, three tensors from the previous frame (the block's
+input, its conv1 output and its conv2 output: conv1's (x_prev, y_prev) and conv2's (x_prev,
+y_prev)), in block order. ``encode_key(frame, gate_state, budget, dense)`` returns
+``(KeyFeatures, new_state, decisions)`` with fixed shapes, so an engine can carry the state.
+The other stages (encode_value, read_memory, decode, segment) are stm's.
+
+Frame policy at inference (:class:`SparseKeyPolicy`, used by the inference core): the first
+frame, every memory write and every ``dense_every``-th frame run all-DENSE (fresh state,
+no accumulated error); the others run gated at the chosen budget. Mixed sparse training:
+:func:`spvos_training_step` and its helpers at the end of this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vseg.errors import VsegError
+from vseg.models.cost import SparseCostModel, cost_model_for, summarise_frame_costs
+from vseg.models.gates import TripleGate, check_budget, sparsity_loss
+from vseg.models.stm import STM, KeyFeatures, STMConfig
+from vseg.ops import allowed_values
+from vseg.ops.gated_sparse_conv import (
+    DENSE,
+    gated_sparse_conv2d,
+    masked_dense_gated_conv2d,
+)
+
+STAGES = ("layer1", "layer2", "layer3")
+
+
+@dataclass(frozen=True)
+class SpVOSConfig(STMConfig):
+    """`stm`'s sizes plus the gating options.
+
+    tile: output tile size of every gated conv (4, 8 or 16); coarse_mode: nearest | bilinear;
+    gated_stages: which ResNet stages have their 3x3 convs gated; gate_hidden: width of the
+    gates' hidden 1x1 conv; budget_low / budget_high: the budget range trained for (fraction
+    of the gated convs' dense FLOPs); budget: the default inference budget; dense_every: at
+    most this many frames between two all-dense frames.
+    """
+
+    tile: int = 8
+    coarse_mode: str = "nearest"
+    gated_stages: tuple[str, ...] = ("layer1", "layer2", "layer3")
+    gate_hidden: int = 16
+    budget_low: float = 0.2
+    budget_high: float = 0.8
+    budget: float = 0.5
+    dense_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.tile not in allowed_values("GatedSparseConv2d", "tile"):
+            raise VsegError(f"spvos tile must be one of {allowed_values('GatedSparseConv2d', 'tile')}, got {self.tile}")
+        if self.coarse_mode not in allowed_values("GatedSparseConv2d", "coarse_mode"):
+            raise VsegError(f"spvos coarse_mode must be nearest or bilinear, got {self.coarse_mode!r}")
+        unknown = [s for s in self.gated_stages if s not in STAGES]
+        if unknown or not self.gated_stages:
+            raise VsegError(f"spvos gated_stages must be some of {STAGES}, got {self.gated_stages}")
+        if not 0.0 <= self.budget_low <= self.budget <= self.budget_high <= 1.0:
+            raise VsegError(f"spvos budgets need 0 <= budget_low <= budget <= budget_high <= 1, got "
+                            f"{self.budget_low}, {self.budget}, {self.budget_high}")
+        if self.dense_every < 1:
+            raise VsegError(f"spvos dense_every must be >= 1, got {self.dense_every}")
+
+
+class SparseKeyOutput(NamedTuple):
+    """``encode_key``'s result: (features, state, decisions).
+
+    features: KeyFeatures; state: the new gate state (see the module docstring); decisions:
+    per gated conv, int32 [N, 1, th, tw]. The KeyFeatures fields are readable directly too
+    (``out.key``...), so code written for stm's encode_key (e.g. FLOP counting) reads it as is.
+    """
+
+    features: KeyFeatures
+    state: tuple[torch.Tensor, ...]
+    decisions: tuple[torch.Tensor, ...]
+
+    @property
+    def key(self) -> torch.Tensor:
+        return self.features.key
+
+    @property
+    def feat16(self) -> torch.Tensor:
+        return self.features.feat16
+
+    @property
+    def skip8(self) -> torch.Tensor:
+        return self.features.skip8
+
+    @property
+    def skip4(self) -> torch.Tensor:
+        return self.features.skip4
+
+    @property
+    def next_feat16(self) -> None:
+        return None
+
+
+def fold_batchnorm(conv_bn: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Conv2d, BatchNorm2d, ...) -> (weight, bias) of one conv computing BN(conv(x)) with the
+    running statistics. Differentiable w.r.t. the conv weight and the BN affine parameters."""
+    conv, bn = conv_bn[0], conv_bn[1]
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale.view(-1, 1, 1, 1), bias
+
+
+def folded_conv_bn(conv_bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A conv_bn_act Sequential (Conv2d, BatchNorm2d[, ReLU]) run as one conv with the
+    BatchNorm folded in; an Identity shortcut returns x."""
+    if isinstance(conv_bn, nn.Identity):
+        return x
+    weight, bias = fold_batchnorm(conv_bn)
+    conv = conv_bn[0]
+    y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return F.relu(y) if len(conv_bn) > 2 else y
+
+
+class SpVOS(STM):
+    """stm with gated sparse convolutions in the key encoder (see the module docstring)."""
+
+    def __init__(self, config: SpVOSConfig | None = None) -> None:
+        cfg = config or SpVOSConfig()
+        super().__init__(cfg)
+        budgets = (cfg.budget_low, cfg.budget_high)
+        gates = {}
+        for stage, index in self.gated_blocks():
+            block = getattr(self.key_encoder, stage)[index]
+            stride = block.conv1[0].stride[0]
+            gates[f"{stage}_{index}_conv1"] = TripleGate(block.conv1[0].in_channels, cfg.tile, stride, budgets,
+                                                         cfg.gate_hidden)
+            gates[f"{stage}_{index}_conv2"] = TripleGate(block.conv2[0].in_channels, cfg.tile, 1, budgets,
+                                                         cfg.gate_hidden)
+        self.gates = nn.ModuleDict(gates)
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def gated_blocks(self) -> list[tuple[str, int]]:
+        """(stage, block index) of every gated BasicBlock, in the order they run."""
+        return [(s, i) for s in STAGES if s in self.config.gated_stages for i in range(len(getattr(self.key_encoder, s)))]
+
+    def gated_conv_names(self) -> list[str]:
+        """Names of the gated convs, in the order of ``decisions``: "layer1.0.conv1", ..."""
+        return [f"{s}.{i}.conv{c}" for s, i in self.gated_blocks() for c in (1, 2)]
+
+    def gate_state_names(self) -> list[str]:
+        """Names of the state tensors, in order: "<stage>.<block>.input|conv1|conv2"."""
+        return [f"{s}.{i}.{part}" for s, i in self.gated_blocks() for part in ("input", "conv1", "conv2")]
+
+    def train(self, mode: bool = True) -> SpVOS:
+        super().train(mode)
+        for module in self.key_encoder.modules():  # frozen BatchNorm (see the module docstring)
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
+    # -- the key encoder ----------------------------------------------------------------------
+
+    def encode_key(self, frame: torch.Tensor, gate_state: tuple[torch.Tensor, ...] | list | None = None,
+                   budget: float | torch.Tensor | None = None, dense: bool = False) -> SparseKeyOutput:
+        """frame [B, 3, H, W] RGB in [0, 1] -> (KeyFeatures, new_state, decisions).
+
+        gate_state: the previous frame's state (None: no previous frame, the frame runs dense);
+        budget: float or [B] tensor in [budget_low, budget_high] (default: config.budget);
+        dense: run every gated conv densely (keyframes) and return fresh state.
+        """
+        out, _ = self.encode_key_with_gates(frame, gate_state, budget, dense)
+        return out
+
+    def encode_key_with_gates(self, frame: torch.Tensor, gate_state=None, budget=None, dense: bool = False,
+                              tau: float = 1.0, generator: torch.Generator | None = None,
+                              ) -> tuple[SparseKeyOutput, tuple[torch.Tensor, ...]]:
+        """:meth:`encode_key` plus each gate's choice probabilities [B, 3, th, tw] (empty on dense
+        frames), for the expected cost in training. In training mode the gates sample
+        Gumbel-softmax straight-through at temperature ``tau`` and the convs run masked-dense;
+        in eval mode the gates take the argmax and the convs run the tile-sparse custom op."""
+        dense = dense or gate_state is None
+        if budget is None:
+            budget = self.config.budget
+        if not dense and not isinstance(budget, torch.Tensor):
+            check_budget(budget, self.config.budget_low, self.config.budget_high)
+        previous = None
+        if not dense:
+            previous = list(gate_state)
+            if len(previous) != 3 * len(self.gated_blocks()):
+                raise ValueError(f"gate_state has {len(previous)} tensors, spvos expects {3 * len(self.gated_blocks())}")
+        enc = self.key_encoder
+        if dense:  # exactly stm's computation
+            f = enc.stem(self.normalize(frame))
+        else:
+            # Gated frames run channels-last (the tile gathers read such maps in place, and on
+            # CPUs the stem's max-pool is much faster so) with every BatchNorm folded.
+            x = self.normalize(frame).contiguous(memory_format=torch.channels_last)
+            f = enc.stem[1](folded_conv_bn(enc.stem[0], x))
+        taps, state, decisions, probabilities = [], [], [], []
+        for stage_name in STAGES:
+            gated = stage_name in self.config.gated_stages
+            for index, block in enumerate(getattr(enc, stage_name)):
+                if dense:
+                    y1 = block.conv1(f)
+                    y2 = block.conv2(y1)
+                    if gated:
+                        decisions += [self._all_dense(y1), self._all_dense(y2)]
+                elif not gated:
+                    y1 = folded_conv_bn(block.conv1, f)
+                    y2 = folded_conv_bn(block.conv2, y1)
+                else:
+                    x_prev, y1_prev, y2_prev = previous[len(state):len(state) + 3]
+                    prefix = f"{stage_name}_{index}"
+                    y1, d1, p1 = self._gated_conv(block.conv1, self.gates[f"{prefix}_conv1"], f, x_prev, y1_prev,
+                                                  "relu", budget, tau, generator)
+                    y2, d2, p2 = self._gated_conv(block.conv2, self.gates[f"{prefix}_conv2"], y1, y1_prev, y2_prev,
+                                                  "none", budget, tau, generator)
+                    decisions += [d1, d2]
+                    probabilities += [p1, p2]
+                if gated:
+                    state += [f, y1, y2]
+                f = F.relu(y2 + (block.shortcut(f) if dense else folded_conv_bn(block.shortcut, f)))
+            taps.append(f)
+        f4, f8, f16 = taps
+        features = KeyFeatures(self.key_proj(f16), f16, f8, f4)
+        return SparseKeyOutput(features, tuple(state), tuple(decisions)), tuple(probabilities)
+
+    def _all_dense(self, y: torch.Tensor) -> torch.Tensor:
+        """All-DENSE decisions int32 [N, 1, th, tw] for a conv output y [N, C, Ho, Wo]."""
+        tile = self.config.tile
+        grid = (-(-y.shape[2] // tile), -(-y.shape[3] // tile))
+        return torch.full((y.shape[0], 1, *grid), DENSE, dtype=torch.int32, device=y.device)
+
+    def _gated_conv(self, conv_bn: nn.Sequential, gate: TripleGate, x: torch.Tensor, x_prev: torch.Tensor,
+                    y_prev: torch.Tensor, activation: str, budget, tau: float, generator):
+        """One GatedSparseConv2d (BatchNorm folded in) -> (y, decision, probabilities)."""
+        weight, bias = fold_batchnorm(conv_bn)
+        conv = conv_bn[0]
+        attrs = {"kernel": conv.kernel_size[0], "stride": conv.stride[0], "padding": conv.padding[0],
+                     "dilation": conv.dilation[0], "groups": conv.groups, "tile": self.config.tile,
+                     "coarse_mode": self.config.coarse_mode, "activation": activation}
+        g = gate(x, x_prev, budget, tau, generator)
+        if self.training:
+            y = masked_dense_gated_conv2d(x, g.weights, y_prev, weight, bias, **attrs)
+        else:
+            y = gated_sparse_conv2d(x, g.decision, y_prev, weight, bias, **attrs)
+        return y, g.decision, g.probabilities
+
+    def make_key_policy(self, **options) -> SparseKeyPolicy:
+        """The inference core's frame policy for this model (options: see SparseKeyPolicy)."""
+        return SparseKeyPolicy(self, **options)
+
+
+def spvos_from_stm(stm_model: STM, **options) -> SpVOS:
+    """A SpVOS holding all of ``stm_model``'s weights (fresh gates), on its device.
+
+    options: SpVOSConfig gating fields (tile, budget_low, ...); the sizes come from the stm.
+    """
+    if type(stm_model) is not STM:
+        raise VsegError(f"spvos starts from stm weights, got a {type(stm_model).__name__} model")
+    config = SpVOSConfig(**dataclasses.asdict(stm_model.config), **options)
+    device = next(stm_model.parameters()).device
+    model = SpVOS(config).to(device)
+    missing, unexpected = model.load_state_dict(stm_model.state_dict(), strict=False)
+    not_gates = [k for k in missing if not k.startswith("gates.")]
+    if unexpected or not_gates:
+        raise RuntimeError(f"stm -> spvos weight copy left {not_gates} missing and {unexpected} unexpected")
+    return model.train(stm_model.training)
+
+
+class SparseKeyPolicy:
+    """Frame policy of spvos for :class:`~vseg.runtime.inference_core.InferenceCore`.
+
+    Decides per frame whether the key encoder runs all-dense (the first frame, memory-write
+    frames, and whenever ``dense_every`` frames have passed since the last dense one), carries
+    the gate state between frames, and records each frame's dense and realized GFLOPs
+    (:class:`~vseg.models.cost.SparseCostModel`). ``budget`` / ``dense_every`` default to the
+    model's config; a budget outside the trained range is a VsegError.
+    """
+
+    def __init__(self, model: SpVOS, budget: float | None = None, dense_every: int | None = None,
+                 track_cost: bool = True) -> None:
+        cfg = model.config
+        self.model = model
+        self.budget = check_budget(cfg.budget if budget is None else budget, cfg.budget_low, cfg.budget_high)
+        self.dense_every = cfg.dense_every if dense_every is None else dense_every
+        if self.dense_every < 1:
+            raise VsegError(f"dense_every must be >= 1, got {self.dense_every}")
+        self.track_cost = track_cost
+        self.state: tuple[torch.Tensor, ...] | None = None
+        self.last_dense = -1
+        self.last_decisions: tuple[torch.Tensor, ...] = ()
+        self.frame_costs: list = []
+        self._cost_model: SparseCostModel | None = None
+
+    def is_dense(self, frame_index: int, writes_memory: bool) -> bool:
+        return self.state is None or writes_memory or frame_index - self.last_dense >= self.dense_every
+
+    def encode_key(self, image: torch.Tensor, frame_index: int, writes_memory: bool) -> KeyFeatures:
+        """Padded frame [1, 3, Hp, Wp] -> KeyFeatures; updates the state and the records."""
+        dense = self.is_dense(frame_index, writes_memory)
+        out = self.model.encode_key(image, self.state, self.budget, dense)
+        self.state, self.last_decisions = out.state, out.decisions
+        if dense:
+            self.last_dense = frame_index
+        if self.track_cost:
+            if self._cost_model is None:
+                self._cost_model = cost_model_for(self.model, image.shape[2], image.shape[3])
+            self.frame_costs.append(self._cost_model.frame_cost(out.decisions, dense))
+        return out.features
+
+    def summary(self) -> dict:
+        """Per-video cost summary (see :func:`~vseg.models.cost.summarise_frame_costs`) plus the
+        budget and dense_every used; JSON-ready."""
+        return {"budget": self.budget, "dense_every": self.dense_every,
+                **summarise_frame_costs(self.frame_costs)}
+
+
+# -- mixed sparse training ----------------------------------------------------------------------
+#
+# A VOS training loop trains spvos (started by spvos_from_stm) with, per batch:
+#     budget = mixed_batch_budget(step, rng, cfg.budget_low, cfg.budget_high)
+#     loss, stats = spvos_training_step(model, frames, masks, object_valid, budget=budget, ...)
+#     loss.backward(); optimizer.step()
+# Dense batches (budget None) keep the dense path -- what keyframes run -- accurate; sparse
+# batches train gates and network together at a budget drawn from the trained range.
+
+
+class ClipKeys(NamedTuple):
+    """Key features of a training clip: ``features`` per frame 0..T-1; ``expected_cost`` [B]
+    (differentiable, mean over the sparse frames 1..T-1) and ``realized_cost`` (float, the hard
+    decisions' fraction) of the gated convs' dense FLOPs, None on a dense batch."""
+
+    features: list[KeyFeatures]
+    expected_cost: torch.Tensor | None
+    realized_cost: float | None
+
+
+def encode_clip_keys(model: SpVOS, frames: torch.Tensor, budget: float | None, tau: float = 1.0,
+                     generator: torch.Generator | None = None) -> ClipKeys:
+    """Key features of clips frames [B, T, 3, H, W] in [0, 1].
+
+    budget None: every frame dense (one batched call). Otherwise frame 0 runs dense (as the
+    first frame does at inference) and frames 1..T-1 run gated at ``budget``, each taking the
+    previous frame's state (gradients flow through it).
+    """
+    b, t = frames.shape[:2]
+    if budget is None:
+        out = model.encode_key(frames.flatten(0, 1), dense=True).features
+        parts = [x.view(b, t, *x.shape[1:]).unbind(1) for x in out[:4]]
+        return ClipKeys([KeyFeatures(*p) for p in zip(*parts)], None, None)
+    cost_model = cost_model_for(model, frames.shape[3], frames.shape[4])
+    first = model.encode_key(frames[:, 0], dense=True)
+    features, state, expected, realized = [first.features], first.state, [], []
+    for i in range(1, t):
+        out, probabilities = model.encode_key_with_gates(frames[:, i], state, budget, tau=tau, generator=generator)
+        features.append(out.features)
+        state = out.state
+        expected.append(cost_model.expected_cost(probabilities))
+        realized.append(cost_model.realized_fraction(out.decisions))
+    return ClipKeys(features, torch.stack(expected).mean(0), sum(realized) / len(realized))
+
+
+def rollout_from_keys(model: SpVOS, frames: torch.Tensor, masks: torch.Tensor, object_valid: torch.Tensor,
+                      features: list[KeyFeatures]) -> list[torch.Tensor]:
+    """The memory schedule of :func:`vseg.train.losses.rollout_clip` on precomputed keys.
+
+    frames [B, T, 3, H, W]; masks [B, T, K, H, W]; object_valid [B, K]. Frame 0 writes its
+    ground truth; frame t >= 1 is segmented from all earlier memory frames and, unless last,
+    written with its predicted (detached) probabilities. Returns logits [B, K+1, H, W] for
+    frames 1..T-1.
+    """
+    b, t = frames.shape[:2]
+    keys = [features[0].key]
+    values = [model.encode_value(frames[:, 0], masks[:, 0], features[0].feat16)]
+    logits = []
+    for i in range(1, t):
+        f = features[i]
+        valid = torch.ones(b, len(keys), dtype=torch.bool, device=frames.device)
+        out = model.segment(f.key, f.feat16, f.skip8, f.skip4, torch.stack(keys, 2), torch.stack(values, 3),
+                            valid, object_valid)
+        logits.append(out)
+        if i + 1 < t:
+            keys.append(f.key)
+            values.append(model.encode_value(frames[:, i], torch.softmax(out.detach(), 1)[:, 1:], f.feat16))
+    return logits
+
+
+def spvos_training_step(model: SpVOS, frames: torch.Tensor, masks: torch.Tensor, object_valid: torch.Tensor, *,
+                        budget: float | None, tau: float = 1.0, generator: torch.Generator | None = None,
+                        sparsity_weight: float = 1.0, top_fraction: float = 1.0, dice_weight: float = 0.0,
+                        ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one training batch (the caller runs backward and the optimizer).
+
+    budget None: a dense batch (task loss only). Otherwise gated frames at ``budget``, loss =
+    task + sparsity_weight * sparsity_loss(expected cost, budget). Task loss: the VOS loss of
+    :func:`vseg.train.losses.clip_task_loss`. Returns (loss, stats as floats).
+    """
+    # imported here: the inference path of this module must not pull in the training code
+    from vseg.train.losses import clip_task_loss
+
+    keys = encode_clip_keys(model, frames, budget, tau, generator)
+    logits = rollout_from_keys(model, frames, masks, object_valid, keys.features)
+    task = clip_task_loss(logits, masks, object_valid, top_fraction, dice_weight)
+    stats = {"task": task.item()}
+    loss = task
+    if keys.expected_cost is not None:
+        sparsity = sparsity_loss(keys.expected_cost, budget)
+        loss = task + sparsity_weight * sparsity
+        stats.update(budget=float(budget), sparsity=sparsity.item(), expected_cost=keys.expected_cost.mean().item(),
+                     realized_cost=keys.realized_cost)
+    stats["loss"] = loss.item()
+    return loss, stats
+
+
+__all__ = [
+    "STAGES",
+    "ClipKeys",
+    "SpVOS",
+    "SpVOSConfig",
+    "SparseKeyOutput",
+    "SparseKeyPolicy",
+    "encode_clip_keys",
+    "fold_batchnorm",
+    "folded_conv_bn",
+    "rollout_from_keys",
+    "spvos_from_stm",
+    "spvos_training_step",
+]
