@@ -82,3 +82,24 @@ def test_bad_input_is_one_line(clip, tmp_path, case):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert (video.name if case == "not-a-video" else mask.name) in lines[0]
+
+
+def test_spvos_run_reports_realized_cost(clip, tmp_path):
+    import json
+
+    from vseg.models.spvos import spvos_from_stm
+
+    root, ids, _ = clip
+    weights = save_model(spvos_from_stm(build_model("stm")), tmp_path / "spvos.safetensors")
+    r = vseg("run", str(root / "v.mp4"), "--mask", str(root / "first.png"), "--model", "spvos",
+             "--weights", str(weights), "--budget", "0.3", "--dense-every", "4", "--out", str(tmp_path / "o"),
+             "--json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    sparse = json.loads((tmp_path / "s.json").read_text())["sparse"]
+    assert sparse["frames"] == 6 and sparse["dense_frames"] == 3  # frame 0, 4 (dense_every) and 5 (memory write)
+    assert 0 < sparse["realized_gflops_per_frame"] <= sparse["dense_gflops_per_frame"]
+    for shares in sparse["gated_layer_shares"].values():
+        assert abs(shares["reuse"] + shares["coarse"] + shares["dense"] - 1) < 1e-6
+    r = vseg("run", str(root / "v.mp4"), "--mask", str(root / "first.png"), "--weights", str(clip[2]),
+             "--budget", "0.3", "--out", str(tmp_path / "o2"))
+    assert r.returncode == 2 and "spvos" in r.stderr

@@ -170,11 +170,13 @@ def probe(
 def run(
     video: Annotated[Path, typer.Argument(help="Video file to segment.")],
     mask: Annotated[Path, typer.Option("--mask", help="First-frame mask: indexed PNG (DAVIS style) or RGB in the DAVIS palette.")],
-    model: Annotated[str, typer.Option("--model", help="stm or lite (shipped weights unless --weights).")] = "lite",
+    model: Annotated[str, typer.Option("--model", help="stm, lite or spvos (shipped weights unless --weights).")] = "lite",
     weights: Annotated[Path | None, typer.Option("--weights", help="A safetensors file written by vseg train.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder for 00000.png... (default: out/<video name>).")] = None,
     mem_every: Annotated[int, typer.Option("--mem-every", help="Write memory every N frames.")] = 5,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after N frames.")] = None,
+    budget: Annotated[float | None, typer.Option("--budget", help="spvos: share of dense work to spend (in the trained range).")] = None,
+    dense_every: Annotated[int | None, typer.Option("--dense-every", help="spvos: run all-dense every N frames.")] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Segment the objects of the first-frame mask through the whole video: one palette PNG per frame."""
@@ -182,10 +184,15 @@ def run(
     from vseg.runtime.run_vos import run_vos
 
     net = load_named_model(model, weights)
+    policy = None
+    if budget is not None or dense_every is not None:
+        if not hasattr(net, "make_key_policy"):
+            raise VsegError(f"--budget and --dense-every apply to spvos, not {model}")
+        policy = net.make_key_policy(budget=budget, dense_every=dense_every)
     out = out or Path("out") / video.stem
     with progress() as bar:
         job = bar.add_task(f"{model} on {video.name}", total=None)
-        summary = run_vos(video, mask, net, out, mem_every=mem_every, max_frames=max_frames,
+        summary = run_vos(video, mask, net, out, mem_every=mem_every, max_frames=max_frames, key_policy=policy,
                           on_frame=lambda i, n: bar.update(job, completed=i + 1, total=n))
     console.print(f"wrote {summary['frames']} masks to {summary['out']} ({len(summary['objects'])} object(s), "
                   f"{summary['fps']:.2f} frames/s on {summary['threads']} CPU thread(s))", highlight=False)

@@ -20,10 +20,11 @@ from vseg.runtime.sinks import PaletteSink
 
 
 def run_vos(video: str | Path, mask: str | Path, model, out_dir: str | Path, *, mem_every: int = 5,
-            capacity: int = 8, max_frames: int | None = None,
+            capacity: int = 8, max_frames: int | None = None, key_policy=None,
             on_frame: Callable[[int, int | None], None] | None = None) -> dict:
     """Segment ``video`` from the first-frame ``mask`` with ``model``; returns a summary dict.
 
+    ``key_policy`` sets how a stateful key encoder runs (spvos: ``model.make_key_policy(budget=...)``);
     ``on_frame(index, total)`` is called after each frame is written (total may be None).
     A mask whose size differs from the video, an empty mask, or a mask with colours that are
     not objects is an :class:`~vseg.errors.InputError` naming the mask file.
@@ -32,7 +33,7 @@ def run_vos(video: str | Path, mask: str | Path, model, out_dir: str | Path, *, 
     if not ids.any():
         raise InputError(f"{mask}: the mask has no objects (all background)")
     sink = PaletteSink(out_dir, palette)
-    core = InferenceCore(model, mem_every=mem_every, capacity=capacity)
+    core = InferenceCore(model, mem_every=mem_every, capacity=capacity, key_policy=key_policy)
     start = time.perf_counter()
     with VideoSource(video, motion_vectors=False) as source:
         if (source.height, source.width) != ids.shape:
@@ -47,7 +48,7 @@ def run_vos(video: str | Path, mask: str | Path, model, out_dir: str | Path, *, 
             if on_frame is not None:
                 on_frame(frame.index, total)
     seconds = time.perf_counter() - start
-    return {
+    summary = {
         "video": str(video), "mask": str(mask), "out": str(sink.out_dir),
         "frames": sink.written, "objects": list(core.object_ids),
         "size": [int(ids.shape[0]), int(ids.shape[1])],
@@ -55,3 +56,6 @@ def run_vos(video: str | Path, mask: str | Path, model, out_dir: str | Path, *, 
         "fps": sink.written / seconds if seconds > 0 else None,
         "threads": torch.get_num_threads(),
     }
+    if core.key_policy is not None and hasattr(core.key_policy, "summary"):
+        summary["sparse"] = core.key_policy.summary()  # dense vs realized GFLOPs, per-layer decision shares
+    return summary
