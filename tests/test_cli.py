@@ -90,3 +90,20 @@ def test_bad_videos_get_one_line(tmp_path):
         assert bad in line
         line = _one_error_line(vseg("transcode", str(tmp_path / bad), "-o", str(tmp_path / "o.mp4")))
         assert bad in line
+
+
+def test_train_writes_weights_that_run_loads(tmp_path):
+    from vseg.data.synth_vos import generate_vos
+
+    generate_vos(tmp_path / "data", clips=2, seed=3, frames=4, height=64, width=96, val_fraction=0.5)
+    weights = tmp_path / "lite.safetensors"
+    r = vseg("train", "--model", "lite", "--data", str(tmp_path / "data"), "--steps", "1", "--crop", "64", "96",
+             "--no-kd", "--run-dir", str(tmp_path / "run"), "--out", str(weights), "--json", str(tmp_path / "t.json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "t.json").read_text())["config"]["use_kd"] is False
+    seq = "synth-3-0000"
+    r = vseg("run", str(tmp_path / "data" / "videos" / f"{seq}.mp4"), "--mask",
+             str(tmp_path / "data" / "Annotations" / "480p" / seq / "00000.png"), "--weights", str(weights),
+             "--out", str(tmp_path / "pred"))
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 4

@@ -199,6 +199,50 @@ def run(
     write_json(json_out, {"model": model, **summary})
 
 
+@app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", help="stm, or lite (distilled online from an stm teacher).")],
+    data: Annotated[Path, typer.Option("--data", help="DAVIS-2017 or YouTube-VOS layout (e.g. from vseg data synth-vos).")],
+    steps: Annotated[int, typer.Option("--steps", help="Optimiser steps.")] = 1500,
+    out: Annotated[Path | None, typer.Option("--out", help="Final weights (.safetensors); default <run-dir>/<model>.safetensors.")] = None,
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Checkpoints and logs.")] = Path("runs/train"),
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
+    crop: Annotated[tuple[int, int], typer.Option("--crop", help="Training crop H W.")] = (128, 224),
+    clip_len: Annotated[int, typer.Option("--clip-len", help="Frames per training clip (>= 3).")] = 3,
+    lr: Annotated[float, typer.Option("--lr")] = 5e-4,
+    seed: Seed = 0,
+    val_data: Annotated[Path | None, typer.Option("--val-data", help="Dataset whose val split gives the periodic J&F.")] = None,
+    val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0: at the end only).")] = 0,
+    resume: Annotated[Path | None, typer.Option("--resume", help="A checkpoint folder or run folder to continue.")] = None,
+    init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Start from these weights.")] = None,
+    teacher: Annotated[Path | None, typer.Option("--teacher", help="lite: trained stm weights (default: train the teacher jointly).")] = None,
+    kd: Annotated[bool, typer.Option("--kd/--no-kd", help="lite: distillation at all.")] = True,
+    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="lite: Smooth Block for the feature loss.")] = True,
+    stff: Annotated[bool, typer.Option("--stff/--no-stff", help="lite: previous-frame priors (STFF).")] = True,
+    discriminator: Annotated[bool, typer.Option("--discriminator/--no-discriminator", help="lite: adversarial loss.")] = True,
+    adaptive_lr: Annotated[bool, typer.Option("--adaptive-lr/--no-adaptive-lr", help="lite: damp KD when the student lags.")] = True,
+    json_out: JsonOut = None,
+) -> None:
+    """Train a VOS model (stm, or lite by online distillation); resumable, with periodic validation J&F."""
+    from vseg.train import TrainConfig, train_vos
+
+    if model not in ("stm", "lite"):
+        raise VsegError(f"vseg train --model takes stm or lite, not {model!r}")
+    cfg = TrainConfig(model=model, data=str(data), out=str(run_dir), weights=str(out) if out else None,
+                      steps=steps, batch_size=batch_size, crop=tuple(crop), clip_len=clip_len, lr=lr, seed=seed,
+                      val_data=str(val_data) if val_data else None, val_every=val_every,
+                      resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,
+                      teacher_weights=str(teacher) if teacher else None, use_kd=kd, use_smooth=smooth, use_stff=stff,
+                      use_discriminator=discriminator, use_adaptive_lr=adaptive_lr)
+    result = train_vos(cfg)
+    last = result.validation[-1] if result.validation else None
+    score = f", validation J&F {last['J&F']:.2f}" if last else ""
+    console.print(f"wrote {result.weights} after {result.steps} steps ({result.wall_seconds / 60:.1f} min{score})",
+                  highlight=False)
+    write_json(json_out, {"config": cfg, "weights": result.weights, "validation": result.validation,
+                          "wall_seconds": result.wall_seconds, "steps_per_second": result.steps_per_second})
+
+
 # Options shared by the two synthetic-data commands.
 OutDir = Annotated[Path, typer.Option("--out", help="Dataset root to write.")]
 Clips = Annotated[int, typer.Option("--clips", help="Number of clips.")]

@@ -7,6 +7,7 @@ and :func:`write_json` writes it atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,6 +21,8 @@ from vseg.data.palette import atomic_save
 
 def to_jsonable(value):
     """Recursively convert numpy arrays and scalars to Python lists and numbers; NaN -> None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
     if isinstance(value, np.ndarray):
         return to_jsonable(value.tolist())
     if isinstance(value, np.generic):
