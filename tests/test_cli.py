@@ -107,3 +107,16 @@ def test_train_writes_weights_that_run_loads(tmp_path):
              "--out", str(tmp_path / "pred"))
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4
+
+
+def test_data_commands_write_layouts_and_reject_odd_sizes(tmp_path):
+    r = vseg("data", "synth-vos", "--out", str(tmp_path / "vos"), "--clips", "2", "--seed", "4", "--frames", "3",
+             "--height", "64", "--width", "96")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "vos" / "Annotations" / "480p" / "synth-4-0001" / "00002.png").is_file()
+    r = vseg("data", "synth-vss", "--out", str(tmp_path / "vss"), "--clips", "1", "--seed", "4", "--frames", "3",
+             "--height", "64", "--width", "96")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "vss" / "classes.json").is_file() and (tmp_path / "vss" / "videos").is_dir()
+    line = _one_error_line(vseg("data", "synth-vos", "--out", str(tmp_path / "bad"), "--height", "65"))
+    assert "even" in line

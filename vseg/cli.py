@@ -262,11 +262,8 @@ def synth_vos(
     """Synthetic semi-supervised VOS clips in the DAVIS-2017 layout, with an IP-only H.264 mp4 per clip."""
     from vseg.data.synth_vos import generate_vos
 
-    with progress() as bar:
-        job = bar.add_task("rendering clips", total=clips)
-        summary = generate_vos(out, clips, seed, frames=frames, height=height, width=width,
-                               val_fraction=val_fraction, on_clip=lambda *_: bar.advance(job))
-    _print_split_summary(summary, "JPEGImages/480p, Annotations/480p, ImageSets/2017, videos/")
+    _generate(generate_vos, "JPEGImages/480p, Annotations/480p, ImageSets/2017, videos/", out, clips, seed,
+              frames=frames, height=height, width=width, val_fraction=val_fraction)
 
 
 @data_app.command("synth-vss")
@@ -282,14 +279,15 @@ def synth_vss(
     """Synthetic street scenes for video semantic segmentation (CamVid-like layout, 11 classes, every frame labelled)."""
     from vseg.data.synth_vss import generate_vss
 
+    _generate(generate_vss, "train/, trainannot/, val/, valannot/, videos/, classes.json", out, clips, seed,
+              frames=frames, height=height, width=width, val_fraction=val_fraction)
+
+
+def _generate(generate, layout: str, out: Path, clips: int, seed: int, **options) -> None:
+    """Run a synthetic-data generator with a progress bar and print what it wrote."""
     with progress() as bar:
         job = bar.add_task("rendering clips", total=clips)
-        summary = generate_vss(out, clips, seed, frames=frames, height=height, width=width,
-                               val_fraction=val_fraction, on_clip=lambda *_: bar.advance(job))
-    _print_split_summary(summary, "train/, trainannot/, val/, valannot/, videos/, classes.json")
-
-
-def _print_split_summary(summary: dict, layout: str) -> None:
+        summary = generate(out, clips, seed, on_clip=lambda *_: bar.advance(job), **options)
     console.print(f"wrote {summary['root']}: {len(summary['train'])} train and {len(summary['val'])} val clips "
                   f"({layout})", highlight=False)
 
