@@ -257,3 +257,36 @@ def test_validate_model_matches_manual_scoring(data):
     expected = summarise_davis([score_sequence(masks, preds, name=seq.name)])["dataset"]
     assert result["J&F"] == pytest.approx(expected["J&F-Mean"]) and result["J"] == pytest.approx(expected["J-Mean"])
     assert 0.0 <= result["F"] <= 100.0 and result["num_sequences"] == 1
+
+
+# ---------------------------------------------------------------- BatchNorm freeze
+
+def test_recalibration_averages_the_batch_statistics(data):
+    from vseg.train.norm import recalibrate_batchnorm
+
+    model = build_model("stm", **TINY_STM)
+    first_bn = next(m for m in model.key_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = first_bn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().mean((0, 2, 3))))
+    batches = [one_batch(data, index=i, crop=SMALL_CROP) for i in range(2)]
+    assert recalibrate_batchnorm(model, batches, torch.device("cpu")) == 2
+    hook.remove()
+    assert len(seen) == 2  # one key-encoder call per clip
+    torch.testing.assert_close(first_bn.running_mean, torch.stack(seen).mean(0), rtol=1e-5, atol=1e-6)
+    assert first_bn.momentum == 0.1  # restored after calibrating
+
+
+def test_frozen_norms_stay_frozen_and_resume_across_the_freeze(data, tmp_path):
+    options = dict(model="stm", steps=4, crop=SMALL_CROP, freeze_norm_at=0.5, norm_calibration_batches=2,
+                   checkpoint_every=1, keep_checkpoints=10, **TINY_OPTIONS["stm"])
+    a = train_vos(small_config(data, tmp_path / "full", **options))
+    ckpts = tmp_path / "full" / "run" / "checkpoints"
+    # freeze_norm_at 0.5 of 4 steps: recalibrated and frozen before the third step
+    w2, w3, w4 = (load_file(str(ckpts / f"step_000000{i}" / "weights.safetensors")) for i in (2, 3, 4))
+    stats = [k for k in w4 if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(w3[k], w4[k]) for k in stats)  # frozen: the last step left them
+    assert any(not torch.equal(w2[k], w3[k]) for k in stats)  # recalibrated
+    for start in ("step_0000002", "step_0000003"):  # resumed before and after the freeze
+        b = train_vos(small_config(data, tmp_path / start, resume=str(ckpts / start), **options))
+        wb = load_file(str(b.checkpoint / "weights.safetensors"))
+        assert all(torch.equal(w4[k], wb[k]) for k in w4), start

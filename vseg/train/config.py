@@ -40,6 +40,10 @@ class TrainConfig:
     step_milestones: tuple[float, ...] = (0.8,)  # fractions of `steps`
     step_gamma: float = 0.1
     grad_clip: float = 3.0
+    # BatchNorm: recalibrate over norm_calibration_batches fresh clips and freeze at this fraction
+    # of `steps` (None: never), so training ends with the statistics inference uses (see train/norm.py)
+    freeze_norm_at: float | None = None
+    norm_calibration_batches: int = 64
     # bootstrapped CE: all pixels until bootstrap_start, then down to the hardest
     # bootstrap_fraction by bootstrap_end (both fractions of `steps`)
     bootstrap_fraction: float = 0.15
@@ -116,6 +120,13 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     else:
         raise VsegError(f"unknown LR schedule {cfg.schedule!r} (cosine or step)")
     return warm * decay
+
+
+def norm_freeze_step(cfg: TrainConfig) -> int | None:
+    """0-based step before which BatchNorm is recalibrated and frozen (None: never)."""
+    if cfg.freeze_norm_at is None:
+        return None
+    return min(cfg.steps, max(0, round(cfg.freeze_norm_at * cfg.steps)))
 
 
 def hard_pixel_fraction(cfg: TrainConfig, step: int) -> float:

@@ -15,6 +15,7 @@ from vseg.models.registry import build_model, load_model, model_name, save_model
 from vseg.models.stm import KeyFeatures, MemoryNetwork
 from vseg.train.config import TrainConfig, hard_pixel_fraction, lr_factor
 from vseg.train.losses import clip_task_loss, rollout_clip
+from vseg.train.norm import freeze_batchnorm, recalibrate_batchnorm
 
 
 def _adamw(parameters, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -44,6 +45,7 @@ class VOSTrainer:
         self.teacher: MemoryNetwork | None = None
         self.adapters: nn.ModuleDict | None = None
         self.damper = None
+        self.norm_frozen = False
         if cfg.model == "stm":
             self.model = self._initial_model("stm", cfg.model_options)
         elif cfg.model == "lite":
@@ -112,16 +114,37 @@ class VOSTrainer:
                 group["lr"] = self.base_lrs[name] * factor
         return factor
 
+    def _trained_networks(self) -> list[MemoryNetwork]:
+        return [self.model] + ([self.teacher] if "teacher" in self.optimizers else [])
+
+    def freeze_norms(self, calibration_batches) -> None:
+        """Recalibrate the BatchNorm statistics of every network being trained on
+        ``calibration_batches`` (a re-iterable of collated clips) and freeze them from now on."""
+        for network in self._trained_networks():
+            recalibrate_batchnorm(network, calibration_batches, self.device)
+        self.norm_frozen = True
+        self.train_mode()
+
+    def train_mode(self) -> None:
+        """Back to training mode after validation, BatchNorm staying frozen once it is."""
+        for network in self._trained_networks():
+            network.train()
+            if self.norm_frozen:
+                freeze_batchnorm(network)
+
     def extra_state(self) -> dict:
-        """Small non-tensor state for state.json (the damper's running ratio)."""
-        if self.damper is None:
-            return {}
-        return {"damper": {"average_ratio": self.damper.average_ratio, "factor": self.damper.factor}}
+        """Small non-tensor state for state.json (the damper's running ratio, frozen norms)."""
+        state: dict = {"norm_frozen": self.norm_frozen}
+        if self.damper is not None:
+            state["damper"] = {"average_ratio": self.damper.average_ratio, "factor": self.damper.factor}
+        return state
 
     def load_extra_state(self, state: dict) -> None:
         if self.damper is not None and "damper" in state:
             self.damper.average_ratio = state["damper"]["average_ratio"]
             self.damper.factor = state["damper"]["factor"]
+        self.norm_frozen = bool(state.get("norm_frozen", False))
+        self.train_mode()
 
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         """One optimisation step on a collated batch of clips; returns the losses as floats."""

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from vseg.errors import VsegError
 from vseg.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
-from vseg.train.config import TrainConfig, TrainResult, pick_device
+from vseg.train.config import TrainConfig, TrainResult, norm_freeze_step, pick_device
 from vseg.train.trainer import VOSTrainer, save_weights
 from vseg.train.validate import validate_vos
 from vseg.train.vos_data import ContinuingSampler, VOSClipDataset
@@ -85,9 +85,13 @@ def train_vos(config: TrainConfig) -> TrainResult:
         trainer.load_extra_state(state.get("trainer", {}))
     report = _Reporter(cfg, start)
     began, train_seconds, checkpoint = time.time(), 0.0, None
+    freeze_at = norm_freeze_step(cfg)
     try:
         for step in range(start, cfg.steps):
             tick = time.time()
+            if freeze_at is not None and step >= freeze_at and not trainer.norm_frozen:
+                trainer.freeze_norms(_calibration_batches(cfg))
+                report.note(f"step {step}: BatchNorm recalibrated on {cfg.norm_calibration_batches} batches and frozen")
             stats = trainer.train_step(next(batches), step)
             train_seconds += time.time() - tick
             history.append({"step": step + 1, **{k: round(v, 6) for k, v in stats.items()}})
@@ -122,8 +126,21 @@ def _validate(trainer: VOSTrainer, cfg: TrainConfig) -> dict:
         result = validate_vos(trainer.model, cfg.val_data, split=cfg.val_split,
                               max_sequences=cfg.val_sequences, size=cfg.val_size)
     finally:
-        trainer.model.train()
+        trainer.train_mode()
     return {k: result[k] for k in ("J&F", "J", "F")}
+
+
+def _calibration_batches(cfg: TrainConfig) -> list[dict]:
+    """``norm_calibration_batches`` collated clips drawn like the training ones but from their own
+    seed, so the calibration leaves the training sequence (and a resumed run) untouched."""
+    dataset = VOSClipDataset(cfg.data, cfg.split, clip_len=cfg.clip_len, max_skip=cfg.max_skip,
+                             max_objects=cfg.max_objects, crop=cfg.crop, flip=cfg.flip,
+                             scale_range=cfg.scale_range, seed=cfg.seed + 7919)
+    # its own generator: making the iterator must not draw from torch's global RNG
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=ContinuingSampler(0),
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    batches = iter(loader)
+    return [next(batches) for _ in range(cfg.norm_calibration_batches)]
 
 
 class _Reporter:
