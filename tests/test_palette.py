@@ -61,3 +61,19 @@ def test_rgb_to_ids_prefers_first_duplicate_colour():
     pal[1] = pal[2] = (9, 9, 9)
     rgb = np.full((1, 1, 3), 9, np.uint8)
     assert rgb_to_ids(rgb, pal)[0, 0] == 1
+
+
+def test_atomic_save_gives_umask_permissions(tmp_path):
+    import os
+
+    from vseg.data.palette import atomic_save
+
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "out.bin"
+        atomic_save(target, lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"x"
+    assert (target.stat().st_mode & 0o777) == 0o644
+    assert not list(tmp_path.glob(".*.tmp"))
