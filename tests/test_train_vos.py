@@ -290,3 +290,39 @@ def test_frozen_norms_stay_frozen_and_resume_across_the_freeze(data, tmp_path):
         b = train_vos(small_config(data, tmp_path / start, resume=str(ckpts / start), **options))
         wb = load_file(str(b.checkpoint / "weights.safetensors"))
         assert all(torch.equal(w4[k], wb[k]) for k in w4), start
+
+
+# ---------------------------------------------------------------- spvos (mixed sparse training)
+
+@pytest.fixture(scope="module")
+def tiny_stm_weights(tmp_path_factory):
+    from vseg.models.registry import save_model
+
+    torch.manual_seed(0)
+    return save_model(build_model("stm", **TINY_STM), tmp_path_factory.mktemp("stm") / "stm.safetensors")
+
+
+def test_spvos_mixed_sparse_training_trains_the_gates_and_resumes(data, tmp_path, tiny_stm_weights):
+    options = dict(model="spvos", steps=4, crop=(64, 96), init_weights=str(tiny_stm_weights),
+                   model_options=dict(tile=8), checkpoint_every=2)
+    a = train_vos(small_config(data, tmp_path / "full", **options))
+    sparse = [h for h in a.history if "budget" in h]
+    assert [h["step"] for h in sparse] == [2, 4]  # dense and sparse batches alternate
+    assert all(0.2 <= h["budget"] <= 0.8 and 0.0 <= h["realized_cost"] <= 1.0 for h in sparse)
+    trained = load_model(a.weights)
+    start = load_model(tiny_stm_weights)
+    key_bn = [k for k in start.state_dict() if k.startswith("key_encoder.") and "running" in k]
+    assert all(torch.equal(trained.state_dict()[k], start.state_dict()[k]) for k in key_bn)  # frozen
+    resumed = tmp_path / "full" / "run" / "checkpoints" / "step_0000002"
+    b = train_vos(small_config(data, tmp_path / "resumed", resume=str(resumed), **options))
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    wa = load_file(str(a.checkpoint / "weights.safetensors"))
+    w2 = load_file(str(resumed / "weights.safetensors"))
+    assert any(not torch.equal(w2[k], wa[k]) for k in wa if k.startswith("model.gates."))  # the gates learn
+
+
+def test_spvos_training_needs_stm_weights(data, tmp_path):
+    from vseg.errors import VsegError
+
+    with pytest.raises(VsegError, match="init-weights"):
+        train_vos(small_config(data, tmp_path, model="spvos"))

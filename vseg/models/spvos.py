@@ -380,31 +380,6 @@ def encode_clip_keys(model: SpVOS, frames: torch.Tensor, budget: float | None, t
     return ClipKeys(features, torch.stack(expected).mean(0), sum(realized) / len(realized))
 
 
-def rollout_from_keys(model: SpVOS, frames: torch.Tensor, masks: torch.Tensor, object_valid: torch.Tensor,
-                      features: list[KeyFeatures]) -> list[torch.Tensor]:
-    """The memory schedule of :func:`vseg.train.losses.rollout_clip` on precomputed keys.
-
-    frames [B, T, 3, H, W]; masks [B, T, K, H, W]; object_valid [B, K]. Frame 0 writes its
-    ground truth; frame t >= 1 is segmented from all earlier memory frames and, unless last,
-    written with its predicted (detached) probabilities. Returns logits [B, K+1, H, W] for
-    frames 1..T-1.
-    """
-    b, t = frames.shape[:2]
-    keys = [features[0].key]
-    values = [model.encode_value(frames[:, 0], masks[:, 0], features[0].feat16)]
-    logits = []
-    for i in range(1, t):
-        f = features[i]
-        valid = torch.ones(b, len(keys), dtype=torch.bool, device=frames.device)
-        out = model.segment(f.key, f.feat16, f.skip8, f.skip4, torch.stack(keys, 2), torch.stack(values, 3),
-                            valid, object_valid)
-        logits.append(out)
-        if i + 1 < t:
-            keys.append(f.key)
-            values.append(model.encode_value(frames[:, i], torch.softmax(out.detach(), 1)[:, 1:], f.feat16))
-    return logits
-
-
 def spvos_training_step(model: SpVOS, frames: torch.Tensor, masks: torch.Tensor, object_valid: torch.Tensor, *,
                         budget: float | None, tau: float = 1.0, generator: torch.Generator | None = None,
                         sparsity_weight: float = 1.0, top_fraction: float = 1.0, dice_weight: float = 0.0,
@@ -416,10 +391,10 @@ def spvos_training_step(model: SpVOS, frames: torch.Tensor, masks: torch.Tensor,
     :func:`vseg.train.losses.clip_task_loss`. Returns (loss, stats as floats).
     """
     # imported here: the inference path of this module must not pull in the training code
-    from vseg.train.losses import clip_task_loss
+    from vseg.train.losses import clip_task_loss, rollout_clip
 
     keys = encode_clip_keys(model, frames, budget, tau, generator)
-    logits = rollout_from_keys(model, frames, masks, object_valid, keys.features)
+    logits = rollout_clip(model, frames, masks, object_valid, keys.features).logits
     task = clip_task_loss(logits, masks, object_valid, top_fraction, dice_weight)
     stats = {"task": task.item()}
     loss = task
@@ -442,7 +417,6 @@ __all__ = [
     "encode_clip_keys",
     "fold_batchnorm",
     "folded_conv_bn",
-    "rollout_from_keys",
     "spvos_from_stm",
     "spvos_training_step",
 ]

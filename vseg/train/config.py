@@ -16,7 +16,7 @@ from vseg.errors import VsegError
 class TrainConfig:
     """Everything a training run depends on (with its seed, the run is reproducible)."""
 
-    model: str = "stm"  # "stm" or "lite"
+    model: str = "stm"  # "stm", "lite" or "spvos" (gates trained from stm weights: init_weights)
     data: str = ""  # dataset root: DAVIS-2017 or YouTube-VOS layout
     out: str = "vseg-train"  # run folder: checkpoints/ (and the weights unless `weights` is set)
     weights: str | None = None  # final weights file; None: <out>/<model>.safetensors
@@ -67,6 +67,11 @@ class TrainConfig:
     half_weights: bool = True  # ship float16 weights (stm: 24 MB instead of 48 MB)
     progress: bool = True
     log_every: int = 25
+    # spvos: mixed sparse training (dense and sparse batches alternate; budgets from the
+    # model's [budget_low, budget_high], set through model_options)
+    sparsity_weight: float = 1.0
+    sparse_every: int = 2  # every n-th batch sparse (1: all sparse)
+    gumbel_tau: float = 1.0
     # lite: online distillation from an stm teacher
     teacher_weights: str | None = None  # trained stm; None: teacher trained jointly from scratch
     teacher_lr: float | None = None  # None: 0.1 * lr with teacher_weights, else lr; 0: frozen

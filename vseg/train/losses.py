@@ -67,7 +67,7 @@ class ClipRollout(NamedTuple):
 
 
 def rollout_clip(model: MemoryNetwork, frames: torch.Tensor, masks: torch.Tensor,
-                 object_valid: torch.Tensor) -> ClipRollout:
+                 object_valid: torch.Tensor, features: list[KeyFeatures] | None = None) -> ClipRollout:
     """Run a memory network over a clip the way it runs at inference, with gradients.
 
     frames [B, T, 3, H, W] in [0, 1]; masks [B, T, K, H, W]; object_valid [B, K] bool. Frame 0
@@ -79,9 +79,12 @@ def rollout_clip(model: MemoryNetwork, frames: torch.Tensor, masks: torch.Tensor
     encoder as at inference, and a gradient through them would ask frame t's decoder to make
     masks that are convenient memory rather than accurate masks. Keys and values keep their
     gradients (the encoders learn from every later read).
+
+    features: every frame's KeyFeatures computed by the caller (spvos's gated key encoder runs
+    frame by frame with its state); None: encoded here.
     """
     b, t_len = frames.shape[:2]
-    feats = _encode_keys(model, frames, masks)
+    feats = list(features) if features is not None else _encode_keys(model, frames, masks)
     mem_keys = [feats[0].key]
     mem_values = [model.encode_value(frames[:, 0], masks[:, 0], feats[0].feat16)]
     frame_logits = []

@@ -37,13 +37,14 @@ def recalibrate_batchnorm(model: MemoryNetwork, batches: Iterable[dict], device:
     """Recompute every BatchNorm's running mean/var as the plain average over ``batches``
     (collated training clips: frames [B, T, 3, H, W], masks [B, T, K, H, W], object_valid
     [B, K]), running the same rollout as training; returns the number of batches used."""
-    layers = batchnorm_layers(model)
+    was_training = model.training
+    model.train()
+    # only the layers training mode updates (spvos keeps its key encoder's BatchNorm frozen)
+    layers = [layer for layer in batchnorm_layers(model) if layer.training]
     saved = [layer.momentum for layer in layers]
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average over the calibration batches
-    was_training = model.training
-    model.train()
     count = 0
     try:
         for batch in batches:

@@ -6,12 +6,15 @@ import copy
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from vseg.errors import InputError, VsegError
+from vseg.models.gates import mixed_batch_budget
 from vseg.models.lite import adversarial_loss, discriminator_loss, feature_distillation_loss, logit_distillation_loss
 from vseg.models.registry import build_model, load_model, model_name, save_model
+from vseg.models.spvos import spvos_from_stm, spvos_training_step
 from vseg.models.stm import KeyFeatures, MemoryNetwork
 from vseg.train.config import TrainConfig, hard_pixel_fraction, lr_factor
 from vseg.train.losses import clip_task_loss, rollout_clip
@@ -58,8 +61,10 @@ class VOSTrainer:
             if kd and self.model.smooth is None:
                 self.adapters = _feature_adapters(self.model, self.teacher).to(device)
             self.damper = self.model.make_lr_damper()
+        elif cfg.model == "spvos":
+            self.model = self._initial_spvos()
         else:
-            raise VsegError(f"cannot train model {cfg.model!r} here (stm or lite)")
+            raise VsegError(f"cannot train model {cfg.model!r} here (stm, lite or spvos)")
         self.model.to(device).train()
         student_params = self.model.student_parameters() if cfg.model == "lite" else list(self.model.parameters())
         if self.adapters is not None:
@@ -84,6 +89,18 @@ class VOSTrainer:
             if unexpected:
                 raise InputError(f"{self.cfg.init_weights}: weights do not fit this {name} configuration")
         return model
+
+    def _initial_spvos(self) -> MemoryNetwork:
+        """spvos starts from trained weights: an stm (fresh gates) or an spvos (continue)."""
+        if not self.cfg.init_weights:
+            raise VsegError("training spvos needs trained stm weights to start from (--init-weights stm.safetensors)")
+        start = load_model(self.cfg.init_weights)
+        if model_name(start) == "stm":
+            return spvos_from_stm(start, **self.cfg.model_options)
+        if model_name(start) != "spvos":
+            raise InputError(f"{self.cfg.init_weights}: spvos starts from stm or spvos weights, "
+                             f"this holds {model_name(start)}")
+        return start
 
     @property
     def teacher_lr(self) -> float:
@@ -155,6 +172,8 @@ class VOSTrainer:
         top = hard_pixel_fraction(self.cfg, step)
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.cfg.amp and self.device.type == "cuda")
         with autocast:
+            if self.cfg.model == "spvos":
+                return self._spvos_step(frames, masks, valid, top, step)
             if self.teacher is None:
                 return self._stm_step(frames, masks, valid, top)
             return self._distillation_step(frames, masks, valid, top)
@@ -172,6 +191,20 @@ class VOSTrainer:
         loss = clip_task_loss(roll.logits, masks, valid, top, self.cfg.dice_weight)
         self._optimise("model", loss, self.model.parameters())
         return {"loss": loss.item()}
+
+    def _spvos_step(self, frames, masks, valid, top, step: int) -> dict[str, float]:
+        """Mixed sparse training: a dense batch or a sparse one at a budget drawn from the trained
+        range; the budget and the Gumbel noise depend on (seed, step) only, so a resumed run
+        draws what the uninterrupted one did."""
+        cfg, model = self.cfg, self.model
+        rng = np.random.default_rng([cfg.seed, step])
+        budget = mixed_batch_budget(step, rng, model.config.budget_low, model.config.budget_high, cfg.sparse_every)
+        noise = torch.Generator(device=frames.device).manual_seed(int(rng.integers(2**62)))
+        loss, stats = spvos_training_step(model, frames, masks, valid, budget=budget, tau=cfg.gumbel_tau,
+                                          generator=noise, sparsity_weight=cfg.sparsity_weight,
+                                          top_fraction=top, dice_weight=cfg.dice_weight)
+        self._optimise("model", loss, self.model.parameters())
+        return stats
 
     def _adapt(self, feats: KeyFeatures) -> dict[str, torch.Tensor]:
         if self.adapters is None:
