@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -77,3 +79,16 @@ def test_atomic_save_gives_umask_permissions(tmp_path):
     assert target.read_bytes() == b"x"
     assert (target.stat().st_mode & 0o777) == 0o644
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_atomic_save_refuses_a_path_that_is_not_a_regular_file(tmp_path):
+    from vseg.data.palette import atomic_save
+    from vseg.errors import InputError
+
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    with pytest.raises(InputError, match="not a regular file"):
+        atomic_save(folder, lambda f: f.write(b"x"))
+    with pytest.raises(InputError, match="not a regular file"):
+        atomic_save(Path("/dev/null"), lambda f: f.write(b"x"))
+    assert Path("/dev/null").is_char_device()
