@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from vseg.errors import InputError
 from vseg.models.registry import build_model
+from vseg.runtime.backends import TorchBackend
 from vseg.runtime.inference_core import InferenceCore
 
 H, W = 61, 90  # not multiples of 16: padded to 64 x 96, 1 row on top, 2 below, 3 columns each side
@@ -57,24 +58,25 @@ def test_memory_is_written_on_the_right_frames(models):
     assert core.memory.keys.shape[-2:] == (4, 6)  # the padded 64 x 96 frame at stride 16
 
 
-def test_model_indices_map_back_to_user_ids(models):
-    core = InferenceCore(models["lite"])
-    frames = video(2)
-    first = core.step(frames[0], id_mask((3, 7)))
-    assert first.object_ids == (3, 7)
+class FakeDecode(TorchBackend):
+    """The torch backend with a decode engine of hand-made logits on the padded 64 x 96 frame:
+    object index 0 (id 3) on the first 10 visible columns, index 1 (id 7) elsewhere."""
 
-    def fake_segment(*args):
-        # Padded-frame logits: object index 0 (id 3) on the first 10 visible columns, else index 1 (id 7).
+    def _run(self, engine, feeds):
+        if engine != "decode":
+            return super()._run(engine, feeds)
         logits = torch.zeros(1, 3, 64, 96)
         logits[:, 1, :, : PAD[0] + 10] = 5.0
         logits[:, 2, :, PAD[0] + 10:] = 5.0
-        return logits
+        return {"logits": logits}
 
-    core.model.segment = fake_segment
-    try:
-        second = core.step(frames[1])
-    finally:
-        del core.model.segment
+
+def test_model_indices_map_back_to_user_ids(models):
+    core = InferenceCore(FakeDecode(models["lite"]))
+    frames = video(2)
+    first = core.step(frames[0], id_mask((3, 7)))
+    assert first.object_ids == (3, 7)
+    second = core.step(frames[1])
     assert (second.ids[:, :10] == 3).all() and (second.ids[:, 10:] == 7).all()
 
 

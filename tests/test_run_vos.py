@@ -45,7 +45,8 @@ def test_run_writes_palette_pngs_that_eval_scores(clip, tmp_path):
              "--out", str(out))
     assert r.returncode == 0, r.stderr
     files = sorted(p.name for p in out.iterdir())
-    assert files == [f"{i:05d}.png" for i in range(T)]
+    assert files == [".vseg_run.json"] + [f"{i:05d}.png" for i in range(T)]  # the record lets --resume check
+    files = files[1:]
     first, pal = read_mask(out / "00000.png")
     np.testing.assert_array_equal(first, ids)  # frame 0 is the given mask
     assert tuple(pal[12]) == (250, 10, 200)

@@ -288,9 +288,9 @@ def test_inference_core_runs_spvos_with_its_frame_policy(stm_model):
     video, mask = _video(8)
     core = InferenceCore(model, mem_every=5)
     results = [core.step(f, mask if t == 0 else None) for t, f in enumerate(video)]
-    assert [c.dense for c in core.key_policy.frame_costs] == [True, False, False, True, False, True, False, False]
+    assert [r.key_cost.dense for r in results] == [True, False, False, True, False, True, False, False]
     assert all(r.ids.shape == mask.shape for r in results)
-    summary = core.key_policy.summary()
+    summary = core.summary()["sparse"]
     assert summary["frames"] == 8 and summary["dense_frames"] == 3 and summary["budget"] == model.config.budget
     assert summary["realized_gflops_per_frame"] < summary["dense_gflops_per_frame"]
     with pytest.raises(VsegError, match="outside the range"):

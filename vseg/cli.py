@@ -166,42 +166,162 @@ def probe(
     write_json(json_out, r)
 
 
+# Options of the commands that run a VOS model (run, demo, profile), declared once.
+ModelName = Annotated[str, typer.Option("--model", help="stm, lite or spvos.")]
+Weights = Annotated[Path | None, typer.Option("--weights", help="torch backend: a safetensors file written by vseg train (default: the shipped weights).")]
+BackendName = Annotated[str, typer.Option("--backend", help="torch (PyTorch), ort (onnxruntime on an --engines folder); trt comes later.")]
+Engines = Annotated[Path | None, typer.Option("--engines", help="ort backend: an engine folder written by vseg export.")]
+MemEvery = Annotated[int, typer.Option("--mem-every", help="Write memory every N frames.")]
+Budget = Annotated[float | None, typer.Option("--budget", help="spvos: share of dense work to spend (in the trained range).")]
+DenseEvery = Annotated[int | None, typer.Option("--dense-every", help="spvos: run all-dense at least every N frames.")]
+ClipHeight = Annotated[int, typer.Option("--height", help="Synthetic clip height (an engine folder's size wins).")]
+ClipWidth = Annotated[int, typer.Option("--width", help="Synthetic clip width (an engine folder's size wins).")]
+
+
+def _frame_progress(bar, job):
+    return lambda i, n: bar.update(job, completed=i + 1, total=n)
+
+
 @app.command()
 def run(
     video: Annotated[Path, typer.Argument(help="Video file to segment.")],
     mask: Annotated[Path, typer.Option("--mask", help="First-frame mask: indexed PNG (DAVIS style) or RGB in the DAVIS palette.")],
-    model: Annotated[str, typer.Option("--model", help="stm, lite or spvos (shipped weights unless --weights).")] = "lite",
-    weights: Annotated[Path | None, typer.Option("--weights", help="A safetensors file written by vseg train.")] = None,
+    model: ModelName = "lite",
+    weights: Weights = None,
+    backend: BackendName = "torch",
+    engines: Engines = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder for 00000.png... (default: out/<video name>).")] = None,
-    mem_every: Annotated[int, typer.Option("--mem-every", help="Write memory every N frames.")] = 5,
+    overlay: Annotated[Path | None, typer.Option("--overlay", help="Also write the masks blended on the video to this mp4.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same --out folder.")] = False,
+    mem_every: MemEvery = 5,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after N frames.")] = None,
-    budget: Annotated[float | None, typer.Option("--budget", help="spvos: share of dense work to spend (in the trained range).")] = None,
-    dense_every: Annotated[int | None, typer.Option("--dense-every", help="spvos: run all-dense every N frames.")] = None,
+    budget: Budget = None,
+    dense_every: DenseEvery = None,
     json_out: JsonOut = None,
 ) -> None:
     """Segment the objects of the first-frame mask through the whole video: one palette PNG per frame."""
-    from vseg.models.weights import load_named_model
+    from vseg.runtime.backends import open_backend
     from vseg.runtime.run_vos import run_vos
 
-    net = load_named_model(model, weights)
-    policy = None
-    if budget is not None or dense_every is not None:
-        if not hasattr(net, "make_key_policy"):
-            raise VsegError(f"--budget and --dense-every apply to spvos, not {model}")
-        policy = net.make_key_policy(budget=budget, dense_every=dense_every)
     out = out or Path("out") / video.stem
-    with progress() as bar:
+    with open_backend(backend, model, weights=weights, engines=engines) as runner, progress() as bar:
         job = bar.add_task(f"{model} on {video.name}", total=None)
-        summary = run_vos(video, mask, net, out, mem_every=mem_every, max_frames=max_frames, key_policy=policy,
-                          on_frame=lambda i, n: bar.update(job, completed=i + 1, total=n))
-    console.print(f"wrote {summary['frames']} masks to {summary['out']} ({len(summary['objects'])} object(s), "
-                  f"{summary['fps']:.2f} frames/s on {summary['threads']} CPU thread(s))", highlight=False)
+        summary = run_vos(video, mask, runner, out, mem_every=mem_every, budget=budget, dense_every=dense_every,
+                          max_frames=max_frames, overlay=overlay, resume=resume, on_frame=_frame_progress(bar, job))
+    described = summary["backend"]
+    console.print(f"wrote {summary['written']} masks to {summary['out']} ({len(summary['objects'])} object(s), "
+                  f"{summary['fps']:.2f} frames/s, {backend} on {described['device']})", highlight=False)
+    if overlay is not None:
+        console.print(f"wrote {overlay}", highlight=False)
     write_json(json_out, {"model": model, **summary})
 
 
 @app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the clip, the masks and the overlay.")] = Path("out/demo"),
+    model: ModelName = "lite",
+    weights: Weights = None,
+    backend: BackendName = "torch",
+    engines: Engines = None,
+    frames: Annotated[int, typer.Option("--frames", help="Frames of the synthetic clip.")] = 30,
+    height: ClipHeight = 240,
+    width: ClipWidth = 432,
+    seed: Seed = 0,
+    json_out: JsonOut = None,
+) -> None:
+    """Render a synthetic clip, segment it (PNGs + overlay mp4) and print J&F against its ground truth."""
+    from vseg.runtime.backends import open_backend
+    from vseg.runtime.demo import run_demo
+
+    with open_backend(backend, model, weights=weights, engines=engines) as runner, progress() as bar:
+        size = runner.static_size or (height, width)
+        job = bar.add_task(f"{model} on a synthetic clip", total=frames)
+        result = run_demo(runner, out, frames=frames, height=size[0], width=size[1], seed=seed,
+                          on_frame=_frame_progress(bar, job))
+    console.print(f"{result['clip']}: {result['run']['frames']} frames, masks in {result['pred']}, "
+                  f"overlay {result['overlay']}", highlight=False)
+    console.print(f"J&F {result['J&F']:.2f} (J {result['J']:.2f}, F {result['F']:.2f}) against the clip's "
+                  f"ground truth", highlight=False)
+    write_json(json_out, {"model": model, **result})
+
+
+@app.command()
+def profile(
+    model: ModelName = "lite",
+    weights: Weights = None,
+    backend: BackendName = "torch",
+    engines: Engines = None,
+    video: Annotated[Path | None, typer.Option("--video", help="Video to run (default: a synthetic clip).")] = None,
+    mask: Annotated[Path | None, typer.Option("--mask", help="First-frame mask of --video (default: one centred box).")] = None,
+    frames: Annotated[int, typer.Option("--frames", help="Frames measured per pass.")] = 60,
+    warmup: Annotated[int, typer.Option("--warmup", help="Frames run before measuring.")] = 5,
+    height: ClipHeight = 240,
+    width: ClipWidth = 432,
+    mem_every: MemEvery = 5,
+    budget: Budget = None,
+    dense_every: DenseEvery = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Per-frame latency plot (PNG).")] = None,
+    json_out: JsonOut = None,
+) -> None:
+    """FPS with and without decoding, latency percentiles, time per engine, GFLOPs and peak memory."""
+    from vseg.runtime.backends import open_backend
+    from vseg.runtime.profile import plot_latency, profile_vos
+
+    with open_backend(backend, model, weights=weights, engines=engines) as runner:
+        result = profile_vos(runner, video=video, mask=mask, frames=frames, warmup=warmup, height=height,
+                             width=width, mem_every=mem_every, budget=budget, dense_every=dense_every)
+    described, lat, g = result["backend"], result["latency_ms"], result["gflops"]
+    console.print(f"{model} on {backend} ({', '.join(described['providers'])}; {described['device']}), "
+                  f"{result['engine_size'][0]}x{result['engine_size'][1]}, {result['objects']} object(s), "
+                  f"{result['frames']} frames", highlight=False)
+    console.print(f"fps {result['fps_end_to_end']:.2f} end to end, {result['fps_without_decoding']:.2f} without "
+                  f"decoding; latency p50 {lat['p50']:.1f} p90 {lat['p90']:.1f} p99 {lat['p99']:.1f} ms "
+                  f"(keyframes p50 {result['keyframe_latency_ms']['p50'] or float('nan'):.1f} ms)", highlight=False)
+    engine_times = ", ".join(f"{e} {t['mean_ms']:.1f} ms x{t['calls']}" for e, t in result["engine_ms"].items()
+                             if t["calls"])
+    console.print(f"per engine call: {engine_times}", highlight=False)
+    console.print(f"GFLOPs per frame {g['dense_per_frame']:.3f} dense, {g['realized_per_frame']:.3f} realized; "
+                  f"peak RSS {result['memory']['peak_rss_mib']:.0f} MiB", highlight=False)
+    if plot is not None:
+        console.print(f"wrote {plot_latency(result, plot)}", highlight=False)
+    write_json(json_out, {"model": model, **result})
+
+
+@app.command("export")
+def export_(
+    model: Annotated[str, typer.Option("--model", help="stm, lite or spvos.")],
+    weights: Annotated[Path | None, typer.Option("--weights", help="A safetensors file written by vseg train (default: the shipped weights).")] = None,
+    flavor: Annotated[str, typer.Option("--flavor", help="custom: vseg custom-op nodes (TensorRT plugins); portable: standard ONNX only.")] = "custom",
+    height: Annotated[int, typer.Option("--height", help="Engine frame height (multiple of 16).")] = 480,
+    width: Annotated[int, typer.Option("--width", help="Engine frame width (multiple of 16).")] = 864,
+    objects: Annotated[int, typer.Option("--objects", help="Object slots K of the engines.")] = 4,
+    capacity: Annotated[int, typer.Option("--capacity", help="Memory slots T of the engines.")] = 8,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset of the standard domain.")] = 18,
+    out: Annotated[Path | None, typer.Option("--out", help="Engine folder to write (default: engines/<model>-<flavor>).")] = None,
+    random_init: Annotated[bool, typer.Option("--random-init", help="For testing only: export a freshly initialised model instead of trained weights.")] = False,
+    json_out: JsonOut = None,
+) -> None:
+    """Export a VOS model to an engine folder: encode_key, encode_value and decode ONNX graphs and manifest.json."""
+    from vseg.export.export_vos import export_engines, model_for_export
+
+    net, source = model_for_export(model, weights, random_init)
+    out = out or Path("engines") / f"{model}-{flavor}"
+    with progress() as bar:
+        bar.add_task(f"exporting {model} ({flavor}) and checking parity", total=None)
+        manifest = export_engines(net, out, flavor=flavor, height=height, width=width, objects=objects,
+                                  capacity=capacity, opset=opset, weights=source)
+    worst = max((f.get("prob_max_abs", f.get("max_abs", 0.0)) for e in manifest["parity"]["engines"].values()
+                 for f in e["outputs"].values()), default=0.0)
+    ops = ", ".join(manifest["custom_ops"]) or "none"
+    console.print(f"wrote {out}: {', '.join(e['file'] for e in manifest['engines'].values())} and manifest.json "
+                  f"({height}x{width}, {objects} object(s), {capacity} memory slots; custom ops: {ops}; "
+                  f"onnxruntime parity: worst error {worst:.2g} <= {manifest['parity']['tolerance']:g})", highlight=False)
+    write_json(json_out, manifest)
+
+
+@app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", help="stm, or lite (distilled online from an stm teacher).")],
+    model: Annotated[str, typer.Option("--model", help="stm, lite (distilled online from an stm teacher), or spvos (gates trained from stm weights given by --init-weights).")],
     data: Annotated[Path, typer.Option("--data", help="DAVIS-2017 or YouTube-VOS layout (e.g. from vseg data synth-vos).")],
     steps: Annotated[int, typer.Option("--steps", help="Optimiser steps.")] = 1500,
     out: Annotated[Path | None, typer.Option("--out", help="Final weights (.safetensors); default <run-dir>/<model>.safetensors.")] = None,
@@ -215,6 +335,7 @@ def train(
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0: at the end only).")] = 0,
     resume: Annotated[Path | None, typer.Option("--resume", help="A checkpoint folder or run folder to continue.")] = None,
     init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Start from these weights.")] = None,
+    freeze_norm_at: Annotated[float | None, typer.Option("--freeze-norm-at", help="Recalibrate and freeze BatchNorm at this fraction of the steps (e.g. 0.5).")] = None,
     teacher: Annotated[Path | None, typer.Option("--teacher", help="lite: trained stm weights (default: train the teacher jointly).")] = None,
     kd: Annotated[bool, typer.Option("--kd/--no-kd", help="lite: distillation at all.")] = True,
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="lite: Smooth Block for the feature loss.")] = True,
@@ -223,15 +344,16 @@ def train(
     adaptive_lr: Annotated[bool, typer.Option("--adaptive-lr/--no-adaptive-lr", help="lite: damp KD when the student lags.")] = True,
     json_out: JsonOut = None,
 ) -> None:
-    """Train a VOS model (stm, or lite by online distillation); resumable, with periodic validation J&F."""
+    """Train a VOS model (stm; lite by online distillation; spvos by mixed sparse training from stm); resumable, with periodic validation J&F."""
     from vseg.train import TrainConfig, train_vos
 
-    if model not in ("stm", "lite"):
-        raise VsegError(f"vseg train --model takes stm or lite, not {model!r}")
+    if model not in ("stm", "lite", "spvos"):
+        raise VsegError(f"vseg train --model takes stm, lite or spvos, not {model!r}")
     cfg = TrainConfig(model=model, data=str(data), out=str(run_dir), weights=str(out) if out else None,
                       steps=steps, batch_size=batch_size, crop=tuple(crop), clip_len=clip_len, lr=lr, seed=seed,
                       val_data=str(val_data) if val_data else None, val_every=val_every,
                       resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,
+                      freeze_norm_at=freeze_norm_at,
                       teacher_weights=str(teacher) if teacher else None, use_kd=kd, use_smooth=smooth, use_stff=stff,
                       use_discriminator=discriminator, use_adaptive_lr=adaptive_lr)
     result = train_vos(cfg)

@@ -1,23 +1,22 @@
-"""Per-video VOS inference: the frame loop's state and one :meth:`InferenceCore.step` per frame.
+"""Per-video VOS inference: one :meth:`InferenceCore.step` per frame, driven by engines.
 
-One :class:`InferenceCore` per video. The first frame comes with the user's id mask; its ids
-can be any values (e.g. 3 and 7), and the core keeps the mapping from the model's object index
-(0..K-1) to them. Every frame is padded to a multiple of the model's stride (16) and the
-outputs are cropped back, so any frame size works. Memory is written on the first frame
-(pinned) and every ``mem_every`` frames after it, into a fixed-capacity :class:`MemoryStore`.
-Models whose ``encode_key`` takes the previous frame (lite's STFF) get it from here: the
-previous raw feature and foreground probability are state of the core, not of the model.
+Each frame runs the engines of :mod:`vseg.export.graphs` through a backend
+(:mod:`vseg.runtime.backends`): ``encode_key``, then ``decode`` against the memory (not on
+the first frame, whose mask is given), then ``encode_value`` when the frame writes memory. The
+model family's scheduler policy (:mod:`vseg.runtime.policies`) decides what each frame runs
+and which extra inputs and state the key encoder has; the loop itself has no model- or
+backend-specific branch. Per-video state is double-buffered (:mod:`vseg.runtime.state`): a
+frame that fails half way leaves the state of the last finished frame.
 
-Key-encoder policy hook: a model whose key encoder carries state between frames (spvos's gate
-state) provides ``make_key_policy(**options)``; the returned object decides per frame how the
-key encoder runs and holds that state, through one method, ``encode_key(image, frame_index,
-writes_memory) -> KeyFeatures``. The core calls it instead of ``model.encode_key`` and has no
-model-specific branches. Pass ``key_policy`` to choose its options (e.g. spvos's budget); a
-policy holds one video's state, so each core needs a fresh one.
+The first frame comes with the user's id mask; ids can be any of 1..255 (e.g. 3 and 7) and
+the core maps the model's object index (0..K-1) back to them. Frames are padded to a multiple
+of 16, split evenly between the sides, and the outputs cropped back. Engines with a fixed
+number of object slots get the unused ones switched off by ``object_valid``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,17 +24,22 @@ import torch
 import torch.nn.functional as F
 
 from vseg.errors import InputError
-from vseg.models.stm import KeyFeatures, MemoryNetwork
+from vseg.runtime.backends import Backend, Geometry, TorchBackend
 from vseg.runtime.memory import MemoryStore
+from vseg.runtime.policies import KEYFRAME_KINDS, FrameGflops, MemoryPolicy, make_policy
+from vseg.runtime.state import VideoState
+
+STRIDE = 16  # every engine takes frames whose sides are multiples of this
 
 
 @dataclass
 class StepResult:
     """One frame's output.
 
-    probabilities [K+1, H, W] float32 (background first, then objects in ``object_ids`` order,
-    summing to 1 per pixel); ids [H, W] uint8 numpy array of the user's object ids (0 =
-    background); memory_written: whether this frame went into the memory.
+    probabilities [K+1, H, W] float32 (background first, then objects in ``object_ids``
+    order); ids [H, W] uint8 numpy array of the user's object ids (0 = background); kind: the
+    policy's frame kind (first, memory, refresh, sparse, plain); gflops: dense and realized
+    GFLOPs of the frame; seconds: wall time of the step.
     """
 
     frame_index: int
@@ -43,30 +47,53 @@ class StepResult:
     ids: np.ndarray
     object_ids: tuple[int, ...]
     memory_written: bool
+    kind: str
+    gflops: FrameGflops
+    seconds: float
+
+    @property
+    def key_cost(self):
+        """spvos: the key encoder's :class:`~vseg.models.cost.FrameCost` (None otherwise)."""
+        return self.gflops.key
 
 
 class InferenceCore:
-    """Runs a VOS model over one video, frame by frame (see the module docstring).
+    """Runs one video through a backend's engines, frame by frame (see the module docstring).
 
-    The model is put in eval mode and run under ``torch.inference_mode`` on its own device.
+    engine: a :class:`Backend` (activated here if it is not), or a model, which is run by a
+    :class:`TorchBackend` on its device. capacity: memory slots (an engine folder's own count
+    wins). mem_every / budget / dense_every: the scheduler policy's options (budget and
+    dense_every for spvos only), or pass a ready ``policy``.
     """
 
-    def __init__(self, model: MemoryNetwork, mem_every: int = 5, capacity: int = 8, key_policy=None) -> None:
-        if mem_every < 1:
-            raise ValueError(f"mem_every must be >= 1, got {mem_every}")
-        self.model = model.eval()
-        self.mem_every = mem_every
-        self.memory = MemoryStore(capacity)
-        self.device = next(model.parameters()).device
-        self.frame_index = 0
+    def __init__(self, engine, mem_every: int = 5, capacity: int = 8, budget: float | None = None,
+                 dense_every: int | None = None, policy: MemoryPolicy | None = None) -> None:
+        self.backend: Backend = engine if isinstance(engine, Backend) else TorchBackend(engine)
+        self.backend.activate()
+        self.policy = policy or make_policy(self.backend.model_name, self.backend.model_config, mem_every,
+                                            budget, dense_every)
+        self.capacity = capacity
         self.object_ids: tuple[int, ...] = ()
+        self.geometry: Geometry | None = None
+        self.state: VideoState | None = None
+        self.costs: list[FrameGflops] = []
+        self.kinds: list[str] = []
         self._size: tuple[int, int] | None = None  # (H, W) of the video
         self._pad = (0, 0, 0, 0)  # left, right, top, bottom, as F.pad takes them
         self._id_lookup: torch.Tensor | None = None  # model index + 1 -> user id, [K+1] uint8
-        self._prev_feat16: torch.Tensor | None = None
-        self._prev_fg: torch.Tensor | None = None
-        make_policy = getattr(model, "make_key_policy", None)
-        self.key_policy = key_policy if key_policy is not None else (make_policy() if make_policy else None)
+        self._object_valid: torch.Tensor | None = None  # [1, K] bool
+
+    @property
+    def frame_index(self) -> int:
+        """Index of the next frame (frames finished so far)."""
+        return 0 if self.state is None else self.state["frame_index"]
+
+    @property
+    def memory(self) -> MemoryStore:
+        """The memory as the last finished frame left it."""
+        if self.state is None:
+            raise RuntimeError("no frame has run yet")
+        return self.state.memory.front
 
     def step(self, frame: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor | None = None,
              object_ids: list[int] | tuple[int, ...] | None = None, mask_name: str = "mask") -> StepResult:
@@ -76,112 +103,133 @@ class InferenceCore:
         integer ids, 0 = background; object_ids picks which ids to track (default: all ids in the
         mask, ascending). mask_name names the mask in error messages (e.g. its path).
         """
-        first = self.frame_index == 0
-        if first and mask is None:
+        start = time.perf_counter()
+        index = self.frame_index
+        if index == 0 and mask is None:
             raise ValueError("the first frame needs a mask")
-        if not first and mask is not None:
+        if index > 0 and mask is not None:
             raise ValueError("a mask is only taken on the first frame")
-        image = self._prepare_frame(frame)
-        with torch.inference_mode():
-            if first:  # the mask is checked before any model work
-                probs = self._probabilities_from_mask(mask, object_ids, mask_name)
-                feats = self._encode_key(image)
-            else:
-                feats = self._encode_key(image)
-                probs = self._segment(feats)
-            written = self._maybe_write_memory(image, probs, feats)
-            self._remember_previous(feats, probs)
-            result = self._result(probs, written)
-        self.frame_index += 1
-        return result
+        image = self._prepare_frame(frame, index)
+        first_probs = self._start_video(mask, object_ids, mask_name) if index == 0 else None
+        state = self.state
+        state.begin()
+        try:
+            plan = self.policy.plan(index, state)
+            key_out = self.backend.infer("encode_key", {"frame": image, **self.policy.key_feeds(plan, state)})
+            probs = first_probs if first_probs is not None else self._decode(key_out, state)
+            if plan.writes_memory:
+                values = self.backend.infer("encode_value", {"frame": image, "masks": probs[:, 1:],
+                                                             "feat16": key_out["feat16"]})["values"]
+                state.memory.write(key_out["key"], values, frame_index=index)
+            self.policy.after_frame(plan, key_out, probs, state)
+            state.set("frame_index", index + 1)
+            gflops = self.policy.frame_gflops(plan, key_out)
+            probabilities, ids = self._crop(probs)
+        except BaseException:
+            state.discard()
+            raise
+        state.commit()
+        self.costs.append(gflops)
+        self.kinds.append(plan.kind)
+        return StepResult(index, probabilities, ids, self.object_ids, plan.writes_memory, plan.kind, gflops,
+                          time.perf_counter() - start)
 
     # -- input -------------------------------------------------------------------------------
 
-    def _prepare_frame(self, frame: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 [H, W, 3] / [3, H, W] -> padded float [1, 3, Hp, Wp] in [0, 1] on the device."""
+    def _prepare_frame(self, frame: np.ndarray | torch.Tensor, index: int) -> torch.Tensor:
+        """uint8 [H, W, 3] / [3, H, W] -> padded float [1, 3, Hp, Wp] in [0, 1] on the backend's device."""
         x = frame if isinstance(frame, torch.Tensor) else torch.as_tensor(np.asarray(frame))
         if x.dtype != torch.uint8 or x.dim() != 3 or 3 not in (x.shape[0], x.shape[-1]):
             raise ValueError(f"a frame must be uint8 [H, W, 3] or [3, H, W], got {x.dtype} {tuple(x.shape)}")
         if x.shape[-1] == 3:  # channels last, as decoders give frames
             x = x.permute(2, 0, 1)
         h, w = int(x.shape[1]), int(x.shape[2])
-        if self._size is None:
-            self._set_size(h, w)
+        if index == 0:
+            pad_h, pad_w = -h % STRIDE, -w % STRIDE
+            # Split the padding between both sides so the content stays centred.
+            self._pad = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+            self._size = (h, w)
         elif (h, w) != self._size:
-            raise InputError(f"frame {self.frame_index} is {h}x{w} but the video started at "
-                             f"{self._size[0]}x{self._size[1]}")
-        image = x.to(self.device, torch.float32).unsqueeze(0) / 255.0
+            raise InputError(f"frame {index} is {h}x{w} but the video started at {self._size[0]}x{self._size[1]}")
+        image = x.to(self.backend.device, torch.float32).unsqueeze(0) / 255.0
         return F.pad(image, self._pad)
 
-    def _set_size(self, h: int, w: int) -> None:
-        s = self.model.stride
-        pad_h, pad_w = -h % s, -w % s
-        # Split the padding between both sides so the content stays centred.
-        self._pad = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
-        self._size = (h, w)
-
-    def _probabilities_from_mask(self, mask: np.ndarray | torch.Tensor, object_ids, mask_name: str) -> torch.Tensor:
-        """User id mask [H, W] -> padded one-hot probabilities [1, K+1, Hp, Wp]; sets the id map."""
-        ids = (mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))).to(self.device)
+    def _start_video(self, mask, object_ids, mask_name: str) -> torch.Tensor:
+        """First frame: read the mask, bind the engines' shapes, start the state. Returns the
+        mask as probabilities [1, K+1, Hp, Wp] over the engines' K object slots."""
+        ids = (mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask)))
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:
             raise InputError(f"{mask_name}: a mask must hold integer object ids, got {ids.dtype}")
         if ids.dim() != 2 or (ids.shape[0], ids.shape[1]) != self._size:
             raise InputError(f"{mask_name}: mask is {'x'.join(map(str, ids.shape))} but the video frames are "
                              f"{self._size[0]}x{self._size[1]}")
         present = [int(v) for v in torch.unique(ids).tolist() if v != 0]
-        if object_ids is None:
-            chosen = present
-        else:
-            chosen = [int(v) for v in object_ids]
-            missing = [v for v in chosen if v not in present]
-            if missing:
-                raise InputError(f"{mask_name}: object id(s) {missing} not in the mask (it has {present})")
+        chosen = present if object_ids is None else [int(v) for v in object_ids]
+        missing = [v for v in chosen if v not in present]
+        if missing:
+            raise InputError(f"{mask_name}: object id(s) {missing} not in the mask (it has {present})")
         if not chosen:
             raise InputError(f"{mask_name}: the mask has no objects (all background)")
         if max(chosen) > 255 or min(chosen) < 1:
             raise InputError(f"{mask_name}: object ids must be 1..255, got {chosen}")
+        hp = self._size[0] + self._pad[2] + self._pad[3]
+        wp = self._size[1] + self._pad[0] + self._pad[1]
+        self.geometry = self.backend.bind(Geometry(hp, wp, len(chosen), self.capacity))
+        device = self.backend.device
+        initial = self.policy.bind(self.geometry, self.backend.input_specs("encode_key"), device)
+        self.state = VideoState(self.geometry.capacity, frame_index=0, **initial)
+        self.costs, self.kinds = [], []
         self.object_ids = tuple(chosen)
-        self._id_lookup = torch.tensor([0, *chosen], dtype=torch.uint8, device=self.device)
-        objects = torch.stack([ids == v for v in chosen]).to(torch.float32).unsqueeze(0)  # [1, K, H, W]
+        self._id_lookup = torch.tensor([0, *chosen], dtype=torch.uint8)
+        slots = self.geometry.objects  # the engines' object slots; the unused ones stay empty
+        self._object_valid = (torch.arange(slots) < len(chosen)).unsqueeze(0).to(device)
+        ids = ids.to(device)
+        objects = torch.zeros(1, slots, *self._size, device=device)
+        for k, v in enumerate(chosen):
+            objects[0, k] = (ids == v).float()
         objects = F.pad(objects, self._pad)  # padding is background
         return torch.cat([1 - objects.sum(1, keepdim=True), objects], dim=1)
 
-    # -- model stages ------------------------------------------------------------------------
+    # -- engines -----------------------------------------------------------------------------
 
-    def _encode_key(self, image: torch.Tensor) -> KeyFeatures:
-        if self.key_policy is not None:
-            return self.key_policy.encode_key(image, self.frame_index, self._writes_memory())
-        if self.model.uses_prev_frame:
-            return self.model.encode_key(image, self._prev_feat16, self._prev_fg)
-        return self.model.encode_key(image)
-
-    def _segment(self, feats: KeyFeatures) -> torch.Tensor:
-        """Memory read + decode -> probabilities [1, K+1, Hp, Wp]."""
-        mem = self.memory
-        logits = self.model.segment(feats.key, feats.feat16, feats.skip8, feats.skip4,
-                                    mem.keys, mem.values, mem.valid)
-        return torch.softmax(logits, dim=1)
-
-    def _writes_memory(self) -> bool:
-        return self.frame_index % self.mem_every == 0
-
-    def _maybe_write_memory(self, image: torch.Tensor, probs: torch.Tensor, feats: KeyFeatures) -> bool:
-        if not self._writes_memory():
-            return False
-        values = self.model.encode_value(image, probs[:, 1:], feats.feat16)
-        self.memory.add(feats.key, values, frame_index=self.frame_index)
-        return True
-
-    def _remember_previous(self, feats: KeyFeatures, probs: torch.Tensor) -> None:
-        if self.model.uses_prev_frame:
-            self._prev_feat16 = feats.next_feat16
-            self._prev_fg = 1 - probs[:, :1]
+    def _decode(self, key_out: dict[str, torch.Tensor], state: VideoState) -> torch.Tensor:
+        """Memory read + decode of the front memory -> probabilities [1, K+1, Hp, Wp]."""
+        mem = state.memory.front
+        feeds = {name: key_out[name] for name in ("key", "feat16", "skip8", "skip4")}
+        feeds.update(mem_keys=mem.keys, mem_values=mem.values, mem_valid=mem.valid, object_valid=self._object_valid)
+        logits = self.backend.infer("decode", feeds)["logits"]
+        return torch.softmax(logits.float(), dim=1)
 
     # -- output ------------------------------------------------------------------------------
 
-    def _result(self, probs: torch.Tensor, written: bool) -> StepResult:
+    def _crop(self, probs: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """Padded probabilities -> (probabilities [K+1, H, W] of the tracked objects, user ids)."""
         left, _, top, _ = self._pad
         h, w = self._size
-        cropped = probs[0, :, top:top + h, left:left + w].float()
-        ids = self._id_lookup[cropped.argmax(0)].cpu().numpy()
-        return StepResult(self.frame_index, cropped, ids, self.object_ids, written)
+        cropped = probs[0, :1 + len(self.object_ids), top:top + h, left:left + w].float().cpu()
+        return cropped, self._id_lookup[cropped.argmax(0)].numpy()
+
+    # -- summary -----------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """JSON-ready per-video figures: frames by kind, memory writes, GFLOPs per frame and in
+        total (dense and realized), per-engine time, the policy's options and extras."""
+        n = len(self.costs)
+        dense = sum(c.dense for c in self.costs)
+        realized = sum(c.realized for c in self.costs)
+        return {
+            "frames": n, "objects": list(self.object_ids),
+            "engine_size": [self.geometry.height, self.geometry.width] if self.geometry else None,
+            "object_slots": self.geometry.objects if self.geometry else None,
+            "memory_capacity": self.geometry.capacity if self.geometry else None,
+            "frame_kinds": {k: self.kinds.count(k) for k in dict.fromkeys(self.kinds)},
+            "keyframes": sum(k in KEYFRAME_KINDS for k in self.kinds),
+            "memory_writes": self.memory.num_writes if self.state is not None else 0,
+            "gflops": {"dense_total": round(dense, 4), "realized_total": round(realized, 4),
+                       "dense_per_frame": round(dense / n, 4) if n else None,
+                       "realized_per_frame": round(realized / n, 4) if n else None,
+                       "per_frame": [[round(c.dense, 4), round(c.realized, 4)] for c in self.costs]},
+            "engine_ms": self.backend.timing_summary(),
+            "policy": self.policy.options(),
+            **self.policy.summary(self.costs),
+        }

@@ -61,6 +61,29 @@ class MemoryStore:
         self.num_writes += 1
         return slot
 
+    def copy_from(self, other: MemoryStore, slots) -> None:
+        """Make this store equal ``other``, given that they differ at most in ``slots``.
+
+        Copies those slots' keys and values and all the (small) bookkeeping; used by the
+        runtime's double-buffered memory, whose two stores differ by the last write only.
+        """
+        if other.capacity != self.capacity or other.pin_first != self.pin_first:
+            raise ValueError("copy_from needs a store of the same capacity and pinning")
+        if other._keys is None:  # other is empty: so becomes this one
+            self._keys = self._values = self._valid_mask = None
+            slots = ()
+        elif self._keys is None:
+            self._allocate(other._keys[:, :, 0], other._values[:, :, :, 0])
+        for slot in slots:
+            self._keys[:, :, slot] = other._keys[:, :, slot]
+            self._values[:, :, :, slot] = other._values[:, :, :, slot]
+        if other._valid_mask is not None:
+            self._valid_mask.copy_(other._valid_mask)
+        self.num_writes = other.num_writes
+        self._valid = list(other._valid)
+        self._frame_index = list(other._frame_index)
+        self._write_number = list(other._write_number)
+
     def _allocate(self, key: torch.Tensor, values: torch.Tensor) -> None:
         b, ck, h, w = key.shape
         _, k, cv, _, _ = values.shape

@@ -1,0 +1,149 @@
+"""The ort backend on engine folders exported in the test: parity with the torch backend for
+stm and lite (spvos: test_runtime_ort_spvos.py), and engine folders a user can get wrong."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from vseg.data.palette import read_mask, write_mask
+from vseg.data.synth_vos import generate_vos
+from vseg.data.video import read_frames
+from vseg.errors import InputError, VsegError
+from vseg.export.export_vos import export_engines
+from vseg.metrics.davis import evaluate_davis
+from vseg.models.registry import build_model, save_model
+from vseg.runtime.backends import OrtBackend, TorchBackend, open_backend
+from vseg.runtime.inference_core import InferenceCore
+from vseg.runtime.run_vos import run_vos
+
+TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths": (16, 16, 16),
+        "key_dim": 16, "value_dim": 16}
+CONFIGS = {"stm": TINY, "lite": {"width": 0.25, "value_width": 0.25, "decoder_widths": (16, 16, 16)}}
+H, W, FRAMES = 64, 96, 8
+SEQ = "synth-5-0000"
+
+
+def shaken(model):
+    """A random lite that tells objects apart: freshly initialised, it gives every object the
+    same probability, so ids would hang on rounding. Noise on the value encoder and decoder
+    weights fixes that (stm's random objects differ already)."""
+    with torch.no_grad():
+        for part in (model.value_encoder, model.value_fusion, model.decoder):
+            for p in part.parameters():
+                p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: tiny models on a shared, loaded CPU run far faster without thread handoffs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The clip, and per model its weights file and engine folder (custom flavour)."""
+    root = tmp_path_factory.mktemp("ort")
+    generate_vos(root / "data", clips=1, seed=5, frames=FRAMES, height=H, width=W, val_fraction=0.0)
+    objects = len(np.unique(read_mask(root / "data" / "Annotations" / "480p" / SEQ / "00000.png")[0])) - 1
+    made = {}
+    for name, config in CONFIGS.items():
+        torch.manual_seed(0)
+        model = build_model(name, **config)
+        if name == "lite":
+            model = shaken(model)
+        weights = save_model(model, root / f"{name}.safetensors")
+        export_engines(model, root / f"engines-{name}", height=H, width=W, objects=objects, capacity=4,
+                       parity_frames=2, weights=weights)
+        made[name] = (weights, root / f"engines-{name}")
+    return root, made
+
+
+def vseg(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread
+    return subprocess.run([sys.executable, "-m", "vseg", *args], capture_output=True, text=True, env=env, check=False)
+
+
+def one_error_line(result):
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return lines[0]
+
+
+def clip_paths(root):
+    return root / "data" / "videos" / f"{SEQ}.mp4", root / "data" / "Annotations" / "480p" / SEQ / "00000.png"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["stm", "lite"])
+def test_ort_engines_match_the_torch_backend(setup, name):
+    root, made = setup
+    weights, engines = made[name]
+    video, mask = clip_paths(root)
+    frames, first = read_frames(video), read_mask(mask)[0]
+    cores = {"torch": InferenceCore(open_backend("torch", name, weights=weights), mem_every=3),
+             "ort": InferenceCore(open_backend("ort", name, engines=engines), mem_every=3)}
+    for t, frame in enumerate(frames):
+        results = {kind: core.step(frame, first if t == 0 else None) for kind, core in cores.items()}
+        # Random weights leave near-ties between objects, so ids may flip where probabilities agree.
+        torch.testing.assert_close(results["ort"].probabilities, results["torch"].probabilities, atol=1e-4, rtol=0)
+        assert results["ort"].kind == results["torch"].kind
+        for kind, result in results.items():
+            write_mask(root / f"pred-{name}-{kind}" / SEQ / f"{t:05d}.png", result.ids)
+    scores = {kind: evaluate_davis(root / f"pred-{name}-{kind}", root / "data" / "Annotations" / "480p")
+              ["dataset"]["J&F-Mean"] for kind in cores}
+    assert abs(scores["torch"] - scores["ort"]) <= 0.2
+    assert cores["ort"].summary()["memory_capacity"] == 4  # the engine folder's T
+    assert cores["ort"].backend.describe()["providers"][-1] == "CPUExecutionProvider"
+
+
+def test_engine_folders_a_user_gets_wrong(setup, tmp_path):
+    root, made = setup
+    video, mask = clip_paths(root)
+    line = one_error_line(vseg("run", str(video), "--mask", str(mask), "--model", "stm", "--backend", "ort",
+                               "--engines", str(made["lite"][1]), "--out", str(tmp_path / "o")))
+    assert "engines of a 'lite' model, not 'stm'" in line
+    with pytest.raises(InputError, match="not an engine folder"):
+        OrtBackend(tmp_path)
+
+    # an engine whose graph holds a vseg op nobody implements
+    foreign = tmp_path / "foreign"
+    shutil.copytree(made["stm"][1], foreign)
+    node = helper.make_node("Frobnicate", ["frame"], ["key"], domain="vseg")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("frame", TensorProto.FLOAT, [1, 3, H, W])],
+                              [helper.make_tensor_value_info("key", TensorProto.FLOAT, [1, 3, H, W])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("vseg", 1)]),
+              foreign / "encode_key.onnx")
+    line = one_error_line(vseg("run", str(video), "--mask", str(mask), "--model", "stm", "--backend", "ort",
+                               "--engines", str(foreign), "--out", str(tmp_path / "o")))
+    assert "encode_key.onnx" in line and "vseg::Frobnicate" in line
+
+    # frames of another size, more objects than the engines' slots
+    small = tmp_path / "small"
+    generate_vos(small, clips=1, seed=5, frames=2, height=48, width=64, val_fraction=0.0)
+    with OrtBackend(made["stm"][1]) as backend, \
+            pytest.raises(InputError, match=f"engines take {H}x{W} frames but this video pads to 48x64"):
+        run_vos(small / "videos" / f"{SEQ}.mp4", small / "Annotations" / "480p" / SEQ / "00000.png",
+                backend, tmp_path / "o2")
+    narrow = tmp_path / "narrow"
+    shutil.copytree(made["stm"][1], narrow)
+    manifest = json.loads((narrow / "manifest.json").read_text())
+    manifest["objects"] = 0
+    (narrow / "manifest.json").write_text(json.dumps(manifest))
+    with OrtBackend(narrow) as backend, pytest.raises(InputError, match="engines track at most 0 object"):
+        run_vos(video, mask, backend, tmp_path / "o3")
+    with pytest.raises(VsegError, match="not available yet"):
+        open_backend("trt", "stm", engines=made["stm"][1])
+    assert TorchBackend(build_model("stm", **TINY)).weights_id() != OrtBackend(made["stm"][1]).weights_id()

@@ -1,0 +1,214 @@
+"""Scheduler policies: per model family, what each frame runs and what state carries over.
+
+The frame loop (:class:`~vseg.runtime.inference_core.InferenceCore`) is the same for every
+model and backend; everything family-specific sits in ONE policy object, chosen by
+:func:`make_policy` from the model name:
+
+- :class:`MemoryPolicy` (stm, and lite without STFF): a memory write on the first frame and
+  every ``mem_every`` frames; no other state.
+- :class:`StffPolicy` (lite): the same plus STFF's previous frame, the raw stride-16 feature
+  ``prev_feat16`` [1, C16, h, w] and the foreground probability ``prev_fg`` [1, 1, H, W].
+- :class:`SparsePolicy` (spvos): the same memory writes; the key encoder runs all-dense on
+  the first frame, on memory writes and once ``dense_every`` frames have passed since the last
+  dense frame, gated at ``budget`` otherwise; the gate state (``state_in.*``) carries over;
+  the realized GFLOPs come from the engine's int32 ``decision.*`` outputs.
+
+A policy holds options and cost tables, never per-video state: that lives in the double-
+buffered :class:`~vseg.runtime.state.VideoState` the loop passes in, so one policy object can
+serve any number of videos. Engine input/output names are those of :mod:`vseg.export.graphs`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from vseg.errors import VsegError
+from vseg.export.graphs import DECISION, STATE_IN, STATE_OUT
+from vseg.models.cost import FrameCost, cost_model_for, summarise_frame_costs
+from vseg.models.gates import check_budget
+from vseg.runtime.backends import Geometry, TensorSpec
+from vseg.runtime.state import VideoState
+
+VOS_MODELS = ("stm", "lite", "spvos")
+KEYFRAME_KINDS = ("first", "memory", "refresh")  # frames that write memory or run all-dense
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """What one frame runs. kind: "first" (the mask frame), "memory" (a memory write),
+    "refresh" (spvos all-dense, no write), "sparse" (spvos gated), "plain" (key + decode)."""
+
+    index: int
+    kind: str
+    writes_memory: bool
+    dense: bool  # the key encoder computes every output (always, for the dense models)
+
+    @property
+    def keyframe(self) -> bool:
+        return self.kind in KEYFRAME_KINDS
+
+
+@dataclass(frozen=True)
+class FrameGflops:
+    """GFLOPs of one frame: ``dense`` if every layer ran densely, ``realized`` for what ran
+    (they differ only on spvos's gated frames); ``key`` the spvos key encoder's detail."""
+
+    dense: float
+    realized: float
+    key: FrameCost | None = None
+
+
+class MemoryPolicy:
+    """stm's schedule: memory writes every ``mem_every`` frames (see the module docstring)."""
+
+    def __init__(self, model_name: str, config: dict, mem_every: int = 5) -> None:
+        if mem_every < 1:
+            raise VsegError(f"mem_every must be >= 1, got {mem_every}")
+        self.model_name, self.config, self.mem_every = model_name, dict(config), mem_every
+        self._gflops: dict[str, float] = {}
+
+    def options(self) -> dict:
+        return {"mem_every": self.mem_every}
+
+    def bind(self, geometry: Geometry, key_specs: dict[str, TensorSpec], device: torch.device) -> dict:
+        """Count the engines' GFLOPs at ``geometry``; returns the initial state values (the
+        encode_key inputs a first frame needs besides ``frame``, from their specs)."""
+        self._gflops = _engine_gflops(self.model_name, json.dumps(self.config, sort_keys=True), geometry)
+        return {}
+
+    def _meta_model(self):
+        return _meta_model(self.model_name, self.config)
+
+    def plan(self, index: int, state: VideoState) -> FramePlan:
+        writes = index % self.mem_every == 0
+        kind = "first" if index == 0 else ("memory" if writes else "plain")
+        return FramePlan(index, kind, writes, dense=True)
+
+    def key_feeds(self, plan: FramePlan, state: VideoState) -> dict[str, torch.Tensor]:
+        """encode_key inputs besides ``frame``."""
+        return {}
+
+    def after_frame(self, plan: FramePlan, key_out: dict[str, torch.Tensor], probs: torch.Tensor,
+                    state: VideoState) -> None:
+        """Write what the next frame needs into the state's back buffer. probs [1, K+1, H, W]."""
+
+    def frame_gflops(self, plan: FramePlan, key_out: dict[str, torch.Tensor]) -> FrameGflops:
+        key = self._key_cost(plan, key_out)
+        rest = (self._gflops["segment"] if plan.kind != "first" else 0.0)  # the mask frame decodes nothing
+        rest += self._gflops["encode_value"] if plan.writes_memory else 0.0
+        dense = key.dense_gflops if key is not None else self._gflops["encode_key"]
+        realized = key.realized_gflops if key is not None else self._gflops["encode_key"]
+        return FrameGflops(dense + rest, realized + rest, key)
+
+    def _key_cost(self, plan: FramePlan, key_out: dict[str, torch.Tensor]) -> FrameCost | None:
+        return None
+
+    def summary(self, costs: list[FrameGflops]) -> dict:
+        """Policy-specific part of a video's summary (spvos: its sparse-cost figures)."""
+        return {}
+
+
+class StffPolicy(MemoryPolicy):
+    """lite with STFF: memory writes plus the previous frame's feature and foreground."""
+
+    def bind(self, geometry: Geometry, key_specs: dict[str, TensorSpec], device: torch.device) -> dict:
+        super().bind(geometry, key_specs, device)
+        return {name: torch.zeros(key_specs[name].shape, dtype=key_specs[name].dtype, device=device)
+                for name in ("prev_feat16", "prev_fg")}
+
+    def key_feeds(self, plan: FramePlan, state: VideoState) -> dict[str, torch.Tensor]:
+        return {"prev_feat16": state["prev_feat16"], "prev_fg": state["prev_fg"]}
+
+    def after_frame(self, plan, key_out, probs, state) -> None:
+        state.set("prev_feat16", key_out["next_feat16"])
+        state.set("prev_fg", 1 - probs[:, :1])
+
+
+class SparsePolicy(MemoryPolicy):
+    """spvos: memory writes, dense refreshes, gate state and budget (see the module docstring)."""
+
+    def __init__(self, model_name: str, config: dict, mem_every: int = 5, budget: float | None = None,
+                 dense_every: int | None = None) -> None:
+        super().__init__(model_name, config, mem_every)
+        low, high = config["budget_low"], config["budget_high"]
+        self.budget = check_budget(config["budget"] if budget is None else budget, low, high)
+        self.dense_every = config["dense_every"] if dense_every is None else dense_every
+        if self.dense_every < 1:
+            raise VsegError(f"dense_every must be >= 1, got {self.dense_every}")
+        self._cost_model = None
+        self._state_names: list[str] = []
+
+    def options(self) -> dict:
+        return {**super().options(), "budget": self.budget, "dense_every": self.dense_every}
+
+    def bind(self, geometry: Geometry, key_specs: dict[str, TensorSpec], device: torch.device) -> dict:
+        super().bind(geometry, key_specs, device)
+        self._cost_model = cost_model_for(self._meta_model(), geometry.height, geometry.width)
+        self._state_names = [n[len(STATE_IN):] for n in key_specs if n.startswith(STATE_IN)]
+        initial = {STATE_IN + n: torch.zeros(key_specs[STATE_IN + n].shape, dtype=key_specs[STATE_IN + n].dtype,
+                                             device=device) for n in self._state_names}
+        return {**initial, "last_dense": -1}
+
+    def plan(self, index: int, state: VideoState) -> FramePlan:
+        writes = index % self.mem_every == 0
+        refresh = index - state["last_dense"] >= self.dense_every
+        if index == 0:
+            kind = "first"
+        elif writes:
+            kind = "memory"
+        else:
+            kind = "refresh" if refresh else "sparse"
+        return FramePlan(index, kind, writes, dense=writes or refresh)
+
+    def key_feeds(self, plan: FramePlan, state: VideoState) -> dict[str, torch.Tensor]:
+        feeds = {"dense": torch.tensor([plan.dense]), "budget": torch.tensor([self.budget], dtype=torch.float32)}
+        feeds.update({STATE_IN + n: state[STATE_IN + n] for n in self._state_names})
+        return feeds
+
+    def after_frame(self, plan, key_out, probs, state) -> None:
+        for name in self._state_names:
+            state.set(STATE_IN + name, key_out[STATE_OUT + name])
+        if plan.dense:
+            state.set("last_dense", plan.index)
+
+    def _key_cost(self, plan: FramePlan, key_out: dict[str, torch.Tensor]) -> FrameCost:
+        decisions = [key_out[DECISION + name] for name in self._cost_model.names]
+        return self._cost_model.frame_cost(decisions, plan.dense)
+
+    def summary(self, costs: list[FrameGflops]) -> dict:
+        return {"sparse": {"budget": self.budget, "dense_every": self.dense_every,
+                           **summarise_frame_costs([c.key for c in costs])}}
+
+
+def _meta_model(model_name: str, config: dict):
+    from vseg.models.registry import build_model
+
+    with torch.device("meta"):  # architecture only: counting needs no weights
+        return build_model(model_name, **config)
+
+
+@lru_cache(maxsize=16)
+def _engine_gflops(model_name: str, config_json: str, geometry: Geometry) -> dict[str, float]:
+    """step_gflops of the engines at ``geometry``, counted once per (model, config, geometry)."""
+    from vseg.models.registry import step_gflops
+
+    model = _meta_model(model_name, json.loads(config_json))
+    return step_gflops(model, geometry.height, geometry.width, geometry.objects, geometry.capacity)
+
+
+def make_policy(model_name: str, config: dict, mem_every: int = 5, budget: float | None = None,
+                dense_every: int | None = None) -> MemoryPolicy:
+    """The scheduler policy of a model family; ``budget``/``dense_every`` only for spvos."""
+    if model_name not in VOS_MODELS:
+        raise VsegError(f"{model_name} is not a VOS model; this runtime runs {', '.join(VOS_MODELS)}")
+    if model_name == "spvos":
+        return SparsePolicy(model_name, config, mem_every, budget, dense_every)
+    if budget is not None or dense_every is not None:
+        raise VsegError(f"--budget and --dense-every apply to spvos, not {model_name}")
+    if model_name == "lite" and config.get("use_stff", False):
+        return StffPolicy(model_name, config, mem_every)
+    return MemoryPolicy(model_name, config, mem_every)
