@@ -42,13 +42,7 @@ def shaken(model):
     return model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: tiny models on a shared, loaded CPU run far faster without thread handoffs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +65,7 @@ def setup(tmp_path_factory):
 
 
 def vseg(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture
     return subprocess.run([sys.executable, "-m", "vseg", *args], capture_output=True, text=True, env=env, check=False)
 
 

@@ -17,13 +17,7 @@ TINY_LITE = {"width": 0.25, "value_width": 0.25, "decoder_widths": (16, 16, 16)}
 H, W = 40, 60  # padded to 48 x 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: tiny models on a shared, loaded CPU run far faster without thread handoffs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths"
 T = 9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: tiny models on a shared, loaded CPU run far faster without thread handoffs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +40,7 @@ def clip(tmp_path_factory):
 
 
 def vseg(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture
     return subprocess.run([sys.executable, "-m", "vseg", *args], capture_output=True, text=True, env=env, check=False)
 
 

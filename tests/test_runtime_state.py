@@ -16,13 +16,7 @@ TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths"
 H, W = 50, 70
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: tiny models on a shared, loaded CPU run far faster without thread handoffs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def memory_frame(i):

@@ -279,7 +279,7 @@ def test_recalibration_averages_the_batch_statistics(data):
 def test_frozen_norms_stay_frozen_and_resume_across_the_freeze(data, tmp_path):
     options = dict(model="stm", steps=4, crop=SMALL_CROP, freeze_norm_at=0.5, norm_calibration_batches=2,
                    checkpoint_every=1, keep_checkpoints=10, **TINY_OPTIONS["stm"])
-    a = train_vos(small_config(data, tmp_path / "full", **options))
+    train_vos(small_config(data, tmp_path / "full", **options))
     ckpts = tmp_path / "full" / "run" / "checkpoints"
     # freeze_norm_at 0.5 of 4 steps: recalibrated and frozen before the third step
     w2, w3, w4 = (load_file(str(ckpts / f"step_000000{i}" / "weights.safetensors")) for i in (2, 3, 4))
