@@ -23,14 +23,17 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vseg.errors import InputError, VsegError
+from vseg.models.arseg import ARSeg, ARSegConfig
 from vseg.models.lite import LiteConfig, LiteVOS
 from vseg.models.spvos import SpVOS, SpVOSConfig
 from vseg.models.stm import STM, MemoryNetwork, STMConfig
 
-MODELS: dict[str, tuple[type, type[MemoryNetwork]]] = {
+# arseg (video semantic segmentation) is not a MemoryNetwork; save/load treat it the same way.
+MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "stm": (STMConfig, STM),
     "lite": (LiteConfig, LiteVOS),
     "spvos": (SpVOSConfig, SpVOS),
+    "arseg": (ARSegConfig, ARSeg),
 }
 
 
