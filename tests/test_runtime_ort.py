@@ -2,10 +2,7 @@
 stm and lite (spvos: test_runtime_ort_spvos.py), and engine folders a user can get wrong."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -23,6 +20,7 @@ from vseg.models.registry import build_model, save_model
 from vseg.runtime.backends import OrtBackend, TorchBackend, open_backend
 from vseg.runtime.inference_core import InferenceCore
 from vseg.runtime.run_vos import run_vos
+from cli_helpers import one_error_line, vseg
 
 TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths": (16, 16, 16),
         "key_dim": 16, "value_dim": 16}
@@ -62,18 +60,6 @@ def setup(tmp_path_factory):
                        parity_frames=2, weights=weights)
         made[name] = (weights, root / f"engines-{name}")
     return root, made
-
-
-def vseg(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture
-    return subprocess.run([sys.executable, "-m", "vseg", *args], capture_output=True, text=True, env=env, check=False)
-
-
-def one_error_line(result):
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    return lines[0]
 
 
 def clip_paths(root):

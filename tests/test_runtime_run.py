@@ -4,8 +4,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from vseg.errors import InputError
 from vseg.models.registry import build_model, save_model
 from vseg.runtime.backends import TorchBackend
 from vseg.runtime.run_vos import RUN_RECORD, RunInterrupted, run_vos
+from cli_helpers import one_error_line, vseg
 
 TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths": (16, 16, 16),
         "key_dim": 16, "value_dim": 16}
@@ -37,18 +36,6 @@ def clip(tmp_path_factory):
     video = root / "data" / "videos" / "synth-4-0000.mp4"
     mask = root / "data" / "Annotations" / "480p" / "synth-4-0000" / "00000.png"
     return video, mask, weights
-
-
-def vseg(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture
-    return subprocess.run([sys.executable, "-m", "vseg", *args], capture_output=True, text=True, env=env, check=False)
-
-
-def one_error_line(result):
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    return lines[0]
 
 
 def backend(weights):
