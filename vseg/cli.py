@@ -185,8 +185,8 @@ def _frame_progress(bar, job):
 @app.command()
 def run(
     video: Annotated[Path, typer.Argument(help="Video file to segment.")],
-    mask: Annotated[Path, typer.Option("--mask", help="First-frame mask: indexed PNG (DAVIS style) or RGB in the DAVIS palette.")],
-    model: ModelName = "lite",
+    mask: Annotated[Path | None, typer.Option("--mask", help="VOS models: first-frame mask, indexed PNG (DAVIS style) or RGB in the DAVIS palette.")] = None,
+    model: Annotated[str, typer.Option("--model", help="stm, lite or spvos (VOS, need --mask), or arseg (semantic segmentation).")] = "lite",
     weights: Weights = None,
     backend: BackendName = "torch",
     engines: Engines = None,
@@ -197,13 +197,20 @@ def run(
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after N frames.")] = None,
     budget: Budget = None,
     dense_every: DenseEvery = None,
+    lr_scale: Annotated[float | None, typer.Option("--lr-scale", help="arseg: resolution of non-keyframes (0.3-0.9; default: the model's).")] = None,
+    keyframe_interval: Annotated[int | None, typer.Option("--keyframe-interval", help="arseg: also a keyframe every L frames (I-frames always are).")] = None,
     json_out: JsonOut = None,
 ) -> None:
-    """Segment the objects of the first-frame mask through the whole video: one palette PNG per frame."""
+    """Segment a video: the objects of a first-frame mask (VOS models), or every pixel's class (arseg); one palette PNG per frame."""
     from vseg.runtime.backends import open_backend
     from vseg.runtime.run_vos import run_vos
 
     out = out or Path("out") / video.stem
+    if model == "arseg":
+        _run_arseg(video, out, weights, backend, engines, overlay, max_frames, lr_scale, keyframe_interval, json_out)
+        return
+    if mask is None:
+        raise VsegError(f"--model {model} segments the objects of a first-frame mask: pass --mask first.png")
     with open_backend(backend, model, weights=weights, engines=engines) as runner, progress() as bar:
         job = bar.add_task(f"{model} on {video.name}", total=None)
         summary = run_vos(video, mask, runner, out, mem_every=mem_every, budget=budget, dense_every=dense_every,
@@ -214,6 +221,25 @@ def run(
     if overlay is not None:
         console.print(f"wrote {overlay}", highlight=False)
     write_json(json_out, {"model": model, **summary})
+
+
+def _run_arseg(video: Path, out: Path, weights: Path | None, backend: str, engines: Path | None, overlay: Path | None,
+               max_frames: int | None, lr_scale: float | None, keyframe_interval: int | None, json_out: Path | None) -> None:
+    from vseg.models.weights import load_named_model
+    from vseg.runtime.arseg_run import run_arseg
+
+    if backend not in ("torch", "ort"):
+        raise VsegError(f"arseg runs on the torch or ort backend, not {backend!r}")
+    if (backend == "ort") != (engines is not None):
+        raise VsegError("arseg: --backend ort runs an --engines folder (vseg export --model arseg); torch runs --weights")
+    net = load_named_model("arseg", weights)
+    with progress() as bar:
+        job = bar.add_task(f"arseg on {video.name}", total=None)
+        summary = run_arseg(video, net, out, lr_scale if lr_scale is not None else net.config.lr_scale,
+                            keyframe_interval, overlay, engines=engines, max_frames=max_frames,
+                            on_frame=_frame_progress(bar, job))
+    console.print(f"wrote {summary['frames']} class maps to {out} ({summary['keyframes']} keyframes)", highlight=False)
+    write_json(json_out, {"model": "arseg", **summary})
 
 
 @app.command()
@@ -289,7 +315,7 @@ def profile(
 
 @app.command("export")
 def export_(
-    model: Annotated[str, typer.Option("--model", help="stm, lite or spvos.")],
+    model: Annotated[str, typer.Option("--model", help="stm, lite, spvos, or arseg (keyframe and nonkey engines; sizes multiples of 8).")],
     weights: Annotated[Path | None, typer.Option("--weights", help="A safetensors file written by vseg train (default: the shipped weights).")] = None,
     flavor: Annotated[str, typer.Option("--flavor", help="custom: vseg custom-op nodes (TensorRT plugins); portable: standard ONNX only.")] = "custom",
     height: Annotated[int, typer.Option("--height", help="Engine frame height (multiple of 16).")] = 480,
@@ -306,6 +332,16 @@ def export_(
 
     net, source = model_for_export(model, weights, random_init)
     out = out or Path("engines") / f"{model}-{flavor}"
+    if model == "arseg":
+        from vseg.runtime.arseg_engines import export_arseg_engines
+
+        with progress() as bar:
+            bar.add_task(f"exporting arseg ({flavor}) and checking parity", total=None)
+            manifest = export_arseg_engines(net, out, flavor=flavor, height=height, width=width, weights=source)
+        console.print(f"wrote {out}: keyframe.onnx, nonkey.onnx and manifest.json ({height}x{width}, {flavor})",
+                      highlight=False)
+        write_json(json_out, manifest)
+        return
     with progress() as bar:
         bar.add_task(f"exporting {model} ({flavor}) and checking parity", total=None)
         manifest = export_engines(net, out, flavor=flavor, height=height, width=width, objects=objects,
@@ -326,7 +362,7 @@ def train(
     steps: Annotated[int, typer.Option("--steps", help="Optimiser steps.")] = 1500,
     out: Annotated[Path | None, typer.Option("--out", help="Final weights (.safetensors); default <run-dir>/<model>.safetensors.")] = None,
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Checkpoints and logs.")] = Path("runs/train"),
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Clips per step (default: 1 for VOS models, 8 for arseg).")] = None,
     crop: Annotated[tuple[int, int], typer.Option("--crop", help="Training crop H W.")] = (128, 224),
     clip_len: Annotated[int, typer.Option("--clip-len", help="Frames per training clip (>= 3).")] = 3,
     lr: Annotated[float, typer.Option("--lr")] = 5e-4,
@@ -335,6 +371,7 @@ def train(
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0: at the end only).")] = 0,
     resume: Annotated[Path | None, typer.Option("--resume", help="A checkpoint folder or run folder to continue.")] = None,
     init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Start from these weights.")] = None,
+    stage_steps: Annotated[tuple[int, int, int] | None, typer.Option("--stage-steps", help="arseg: steps of its three stages: full resolution, low resolution alone, low resolution + CReFF (default 2000 1000 2000).")] = None,
     freeze_norm_at: Annotated[float | None, typer.Option("--freeze-norm-at", help="Recalibrate and freeze BatchNorm at this fraction of the steps (e.g. 0.5).")] = None,
     teacher: Annotated[Path | None, typer.Option("--teacher", help="lite: trained stm weights (default: train the teacher jointly).")] = None,
     kd: Annotated[bool, typer.Option("--kd/--no-kd", help="lite: distillation at all.")] = True,
@@ -347,10 +384,13 @@ def train(
     """Train a VOS model (stm; lite by online distillation; spvos by mixed sparse training from stm); resumable, with periodic validation J&F."""
     from vseg.train import TrainConfig, train_vos
 
+    if model == "arseg":
+        _train_arseg(data, run_dir, out, stage_steps, batch_size, seed, resume, init_weights, json_out)
+        return
     if model not in ("stm", "lite", "spvos"):
-        raise VsegError(f"vseg train --model takes stm, lite or spvos, not {model!r}")
+        raise VsegError(f"vseg train --model takes stm, lite, spvos or arseg, not {model!r}")
     cfg = TrainConfig(model=model, data=str(data), out=str(run_dir), weights=str(out) if out else None,
-                      steps=steps, batch_size=batch_size, crop=tuple(crop), clip_len=clip_len, lr=lr, seed=seed,
+                      steps=steps, batch_size=batch_size or 1, crop=tuple(crop), clip_len=clip_len, lr=lr, seed=seed,
                       val_data=str(val_data) if val_data else None, val_every=val_every,
                       resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,
                       freeze_norm_at=freeze_norm_at,
@@ -362,6 +402,23 @@ def train(
     console.print(f"wrote {result.weights} after {result.steps} steps ({result.wall_seconds / 60:.1f} min{score})",
                   highlight=False)
     write_json(json_out, {"config": cfg, "weights": result.weights, "validation": result.validation,
+                          "wall_seconds": result.wall_seconds, "steps_per_second": result.steps_per_second})
+
+
+def _train_arseg(data: Path, run_dir: Path, out: Path | None, stage_steps, batch_size: int, seed: int,
+                 resume: Path | None, init_weights: Path | None, json_out: Path | None) -> None:
+    from vseg.train.arseg import ARSegTrainConfig, train_arseg
+
+    stages = dict(zip(("hr_steps", "lr_steps", "fusion_steps"), stage_steps)) if stage_steps else {}
+    options = dict(stages, **({"batch_size": batch_size} if batch_size else {}))
+    cfg = ARSegTrainConfig(data=str(data), out=str(run_dir), weights=str(out) if out else None, seed=seed, resume=str(resume) if resume else None,
+                           init_weights=str(init_weights) if init_weights else None, **options)
+    total = sum(cfg.stage_steps().values())
+    with progress() as bar:
+        job = bar.add_task("train arseg", total=total)
+        result = train_arseg(cfg, lambda step, n, stats: bar.update(job, completed=step, total=n))
+    console.print(f"wrote {result.weights} after {total} steps ({result.wall_seconds / 60:.1f} min)", highlight=False)
+    write_json(json_out, {"config": cfg, "weights": result.weights, "lr_alone_weights": result.lr_alone_weights,
                           "wall_seconds": result.wall_seconds, "steps_per_second": result.steps_per_second})
 
 

@@ -140,8 +140,8 @@ def model_for_export(name: str, weights: str | os.PathLike | None = None, random
     from vseg.models.registry import build_model
     from vseg.models.weights import load_named_model, shipped_weights
 
-    if name not in VOS_MODELS:
-        raise VsegError(f"vseg export --model takes {', '.join(VOS_MODELS)}, not {name!r}")
+    if name not in (*VOS_MODELS, "arseg"):
+        raise VsegError(f"vseg export --model takes {', '.join(VOS_MODELS)} or arseg, not {name!r}")
     if random_init:
         if weights is not None:
             raise VsegError("--random-init and --weights exclude each other")

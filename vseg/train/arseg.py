@@ -122,8 +122,10 @@ def _check(cfg: ARSegTrainConfig) -> None:
     steps = cfg.stage_steps().values()
     if min(steps) < 0 or sum(steps) < 1:
         raise VsegError(f"stage steps must be >= 0 and not all 0, got {cfg.stage_steps()}")
-    if cfg.batch_size < 1 or cfg.checkpoint_every < 1:
-        raise VsegError(f"batch size and checkpoint_every must be >= 1, got {cfg.batch_size}, {cfg.checkpoint_every}")
+    if cfg.batch_size < 2 or cfg.checkpoint_every < 1:
+        # the pyramid pooling's 1x1 cell has one value per channel and image: BatchNorm needs two images
+        raise VsegError(f"arseg needs a batch size >= 2 and checkpoint_every >= 1, got {cfg.batch_size}, "
+                        f"{cfg.checkpoint_every}")
     if any(c < 8 or c % 8 for c in cfg.crop):
         raise VsegError(f"crop sizes must be multiples of 8, got {tuple(cfg.crop)}")
 
