@@ -294,7 +294,7 @@ def test_inference_core_runs_spvos_with_its_frame_policy(stm_model):
     assert summary["frames"] == 8 and summary["dense_frames"] == 3 and summary["budget"] == model.config.budget
     assert summary["realized_gflops_per_frame"] < summary["dense_gflops_per_frame"]
     with pytest.raises(VsegError, match="outside the range"):
-        model.make_key_policy(budget=0.95)
+        InferenceCore(model, budget=0.95)
 
 
 def test_spvos_forced_dense_tracks_like_stm(stm_model):

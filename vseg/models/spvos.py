@@ -19,7 +19,7 @@ y_prev)), in block order. ``encode_key(frame, gate_state, budget, dense)`` retur
 ``(KeyFeatures, new_state, decisions)`` with fixed shapes, so an engine can carry the state.
 The other stages (encode_value, read_memory, decode, segment) are stm's.
 
-Frame policy at inference (:class:`SparseKeyPolicy`, used by the inference core): the first
+Frame policy at inference (:class:`vseg.runtime.policies.SparsePolicy`): the first
 frame, every memory write and every ``dense_every``-th frame run all-DENSE (fresh state,
 no accumulated error); the others run gated at the chosen budget. Mixed sparse training:
 :func:`spvos_training_step` and its helpers at the end of this module.
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vseg.errors import VsegError
-from vseg.models.cost import SparseCostModel, cost_model_for, summarise_frame_costs
+from vseg.models.cost import cost_model_for
 from vseg.models.gates import TripleGate, check_budget, sparsity_loss
 from vseg.models.stm import STM, KeyFeatures, STMConfig
 from vseg.ops import allowed_values
@@ -265,10 +265,6 @@ class SpVOS(STM):
             y = gated_sparse_conv2d(x, g.decision, y_prev, weight, bias, **attrs)
         return y, g.decision, g.probabilities
 
-    def make_key_policy(self, **options) -> SparseKeyPolicy:
-        """The inference core's frame policy for this model (options: see SparseKeyPolicy)."""
-        return SparseKeyPolicy(self, **options)
-
 
 def spvos_from_stm(stm_model: STM, **options) -> SpVOS:
     """A SpVOS holding all of ``stm_model``'s weights (fresh gates), on its device.
@@ -285,54 +281,6 @@ def spvos_from_stm(stm_model: STM, **options) -> SpVOS:
     if unexpected or not_gates:
         raise RuntimeError(f"stm -> spvos weight copy left {not_gates} missing and {unexpected} unexpected")
     return model.train(stm_model.training)
-
-
-class SparseKeyPolicy:
-    """Frame policy of spvos for :class:`~vseg.runtime.inference_core.InferenceCore`.
-
-    Decides per frame whether the key encoder runs all-dense (the first frame, memory-write
-    frames, and whenever ``dense_every`` frames have passed since the last dense one), carries
-    the gate state between frames, and records each frame's dense and realized GFLOPs
-    (:class:`~vseg.models.cost.SparseCostModel`). ``budget`` / ``dense_every`` default to the
-    model's config; a budget outside the trained range is a VsegError.
-    """
-
-    def __init__(self, model: SpVOS, budget: float | None = None, dense_every: int | None = None,
-                 track_cost: bool = True) -> None:
-        cfg = model.config
-        self.model = model
-        self.budget = check_budget(cfg.budget if budget is None else budget, cfg.budget_low, cfg.budget_high)
-        self.dense_every = cfg.dense_every if dense_every is None else dense_every
-        if self.dense_every < 1:
-            raise VsegError(f"dense_every must be >= 1, got {self.dense_every}")
-        self.track_cost = track_cost
-        self.state: tuple[torch.Tensor, ...] | None = None
-        self.last_dense = -1
-        self.last_decisions: tuple[torch.Tensor, ...] = ()
-        self.frame_costs: list = []
-        self._cost_model: SparseCostModel | None = None
-
-    def is_dense(self, frame_index: int, writes_memory: bool) -> bool:
-        return self.state is None or writes_memory or frame_index - self.last_dense >= self.dense_every
-
-    def encode_key(self, image: torch.Tensor, frame_index: int, writes_memory: bool) -> KeyFeatures:
-        """Padded frame [1, 3, Hp, Wp] -> KeyFeatures; updates the state and the records."""
-        dense = self.is_dense(frame_index, writes_memory)
-        out = self.model.encode_key(image, self.state, self.budget, dense)
-        self.state, self.last_decisions = out.state, out.decisions
-        if dense:
-            self.last_dense = frame_index
-        if self.track_cost:
-            if self._cost_model is None:
-                self._cost_model = cost_model_for(self.model, image.shape[2], image.shape[3])
-            self.frame_costs.append(self._cost_model.frame_cost(out.decisions, dense))
-        return out.features
-
-    def summary(self) -> dict:
-        """Per-video cost summary (see :func:`~vseg.models.cost.summarise_frame_costs`) plus the
-        budget and dense_every used; JSON-ready."""
-        return {"budget": self.budget, "dense_every": self.dense_every,
-                **summarise_frame_costs(self.frame_costs)}
 
 
 # -- mixed sparse training ----------------------------------------------------------------------
@@ -413,7 +361,6 @@ __all__ = [
     "SpVOS",
     "SpVOSConfig",
     "SparseKeyOutput",
-    "SparseKeyPolicy",
     "encode_clip_keys",
     "fold_batchnorm",
     "folded_conv_bn",
