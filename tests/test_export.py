@@ -384,7 +384,7 @@ def test_export_option_errors_are_one_line(tmp_path):
     r = CliRunner().invoke(app, ["export", "--model", "stm", "--random-init", "--weights", str(tmp_path / "w"),
                                  "--out", str(tmp_path / "x")])
     assert isinstance(r.exception, VsegError) and "--random-init" in str(r.exception)
-    r = CliRunner().invoke(app, ["export", "--model", "arseg", "--out", str(tmp_path / "x")])
+    r = CliRunner().invoke(app, ["export", "--model", "nope", "--out", str(tmp_path / "x")])
     assert isinstance(r.exception, VsegError) and "stm, lite, spvos" in str(r.exception)
     with pytest.raises(VsegError, match="multiples of 16"):
         export_engines(small_model("stm"), tmp_path / "x", height=60, width=W)
