@@ -16,8 +16,11 @@ then with CReFF:
   gives the keyframe feature (warped inside CReFF) and the frame's own feature, FST's target:
   CE(classifier(CReFF)) + fst_weight * MSE(CReFF, hr(frame)). The LR branch is no longer held
   to the target on its own: CReFF adds the attended keyframe feature to it (a residual).
+  CReFF's few weights (depthwise convs, its value path starting at zero) learn at
+  ``crff_lr_multiplier`` times the base rate; at 1x they take most of a short run to matter.
 
-AdamW, linear warm-up then cosine decay in each stage, gradient clipping. A batch is a function
+``init_lr_from_hr`` off keeps the LR branch of ``init_weights`` (to continue phase 2 from
+saved weights). AdamW, linear warm-up then cosine decay in each stage, gradient clipping. A batch is a function
 of (seed, step) only and the torch RNG (dropout) is checkpointed, so ``resume`` continues exactly.
 """
 
