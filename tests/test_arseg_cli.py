@@ -8,7 +8,7 @@ from cli_helpers import one_error_line, vseg
 from PIL import Image
 
 from vseg.data.synth_vss import generate_vss
-from vseg.models.registry import build_model, save_model
+from vseg.models.registry import build_model, load_model, save_model
 
 TINY = {"stem_width": 8, "widths": [8, 8, 16, 16], "feature_channels": 8}
 SEQ = "synth-0-0000"
@@ -50,6 +50,37 @@ def test_train_arseg_through_the_cli(setup, tmp_path):
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "t.json").read_text())
     assert (tmp_path / "run" / "arseg.safetensors").is_file() and result["lr_alone_weights"]
+
+
+def _branch_gap(model, name: str, other: str) -> float:
+    """Largest difference between the parameters of two branches (hr and lr share one layout;
+    BatchNorm's running statistics are left out: a training step updates them)."""
+    a, b = dict(getattr(model, name).named_parameters()), dict(getattr(model, other).named_parameters())
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_phase2_continues_from_saved_weights_with_keep_lr(setup, tmp_path, keep):
+    root, _, weights = setup
+    start = load_model(weights)
+    assert _branch_gap(start, "lr", "hr") > 1e-2  # random init: the two branches differ
+    r = vseg("train", "--model", "arseg", "--data", str(root / "data"), "--stage-steps", "0", "0", "1",
+             "--batch-size", "2", "--init-weights", str(weights), "--keep-lr" if keep else "--lr-from-hr",
+             "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    trained = load_model(tmp_path / "run" / "arseg.safetensors")
+    # one warm-up step moves a weight by about lr / warmup_steps = 4e-5
+    if keep:
+        assert max(float((a - b).abs().max()) for a, b in
+                   zip(trained.lr.parameters(), start.lr.parameters())) < 1e-3
+    else:
+        assert _branch_gap(trained, "lr", "hr") < 1e-3
+
+
+def test_keep_lr_needs_init_weights(setup, tmp_path):
+    root, _, _ = setup
+    assert "--init-weights" in one_error_line(vseg("train", "--model", "arseg", "--data", str(root / "data"),
+                                                   "--keep-lr", "--run-dir", str(tmp_path)))
 
 
 def test_vos_models_need_a_mask_and_arseg_needs_its_backend_pairing(setup, tmp_path):

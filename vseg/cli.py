@@ -372,6 +372,7 @@ def train(
     resume: Annotated[Path | None, typer.Option("--resume", help="A checkpoint folder or run folder to continue.")] = None,
     init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Start from these weights.")] = None,
     stage_steps: Annotated[tuple[int, int, int] | None, typer.Option("--stage-steps", help="arseg: steps of its three stages: full resolution, low resolution alone, low resolution + CReFF (default 2000 1000 2000).")] = None,
+    lr_from_hr: Annotated[bool, typer.Option("--lr-from-hr/--keep-lr", help="arseg: start phase 2 with the LR branch copied from hr, or keep --init-weights' LR branch (to continue phase 2).")] = True,
     freeze_norm_at: Annotated[float | None, typer.Option("--freeze-norm-at", help="Recalibrate and freeze BatchNorm at this fraction of the steps (e.g. 0.5).")] = None,
     teacher: Annotated[Path | None, typer.Option("--teacher", help="lite: trained stm weights (default: train the teacher jointly).")] = None,
     kd: Annotated[bool, typer.Option("--kd/--no-kd", help="lite: distillation at all.")] = True,
@@ -385,7 +386,7 @@ def train(
     from vseg.train import TrainConfig, train_vos
 
     if model == "arseg":
-        _train_arseg(data, run_dir, out, stage_steps, batch_size, seed, resume, init_weights, json_out)
+        _train_arseg(data, run_dir, out, stage_steps, batch_size, seed, resume, init_weights, lr_from_hr, json_out)
         return
     if model not in ("stm", "lite", "spvos"):
         raise VsegError(f"vseg train --model takes stm, lite, spvos or arseg, not {model!r}")
@@ -406,11 +407,11 @@ def train(
 
 
 def _train_arseg(data: Path, run_dir: Path, out: Path | None, stage_steps, batch_size: int, seed: int,
-                 resume: Path | None, init_weights: Path | None, json_out: Path | None) -> None:
+                 resume: Path | None, init_weights: Path | None, lr_from_hr: bool, json_out: Path | None) -> None:
     from vseg.train.arseg import ARSegTrainConfig, train_arseg
 
     stages = dict(zip(("hr_steps", "lr_steps", "fusion_steps"), stage_steps)) if stage_steps else {}
-    options = dict(stages, **({"batch_size": batch_size} if batch_size else {}))
+    options = dict(stages, init_lr_from_hr=lr_from_hr, **({"batch_size": batch_size} if batch_size else {}))
     cfg = ARSegTrainConfig(data=str(data), out=str(run_dir), weights=str(out) if out else None, seed=seed, resume=str(resume) if resume else None,
                            init_weights=str(init_weights) if init_weights else None, **options)
     total = sum(cfg.stage_steps().values())

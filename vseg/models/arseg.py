@@ -137,11 +137,11 @@ class CReFF(nn.Module):
     and the attended value is added to lr_up (residual). Logits are scaled by 1/sqrt(C), so the
     softmax does not start saturated. The value conv starts at zero (see __init__).
 
-    The neighbours are k*k shifted slices of the zero-padded key/value maps, channels last so
-    each product reduces over contiguous memory. On a CPU that is several times faster than
-    unfold + batched matmul (whose batches are single pixels), it exports to plain
-    Slice/Mul/ReduceSum, and FlopCounterMode counts none of it (about 1% of a nonkey frame's
-    FLOPs at 64 channels).
+    The neighbours are k*k shifted slices of the zero-padded key/value maps. On a CPU that is
+    more than ten times faster than unfold + a product with the stacked neighbours (measured at
+    45x60x64), and slightly faster channels-first than channels-last (no permutes); it exports
+    to plain Slice/Mul/ReduceSum, and FlopCounterMode counts none of it (about 1% of a nonkey
+    frame's FLOPs at 64 channels).
     """
 
     def __init__(self, channels: int, kernel: int = 7) -> None:
@@ -156,31 +156,27 @@ class CReFF(nn.Module):
         nn.init.zeros_(self.value.bias)
 
     def _outside_bias(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """[h, w, k*k]: 0 for neighbours inside the map, -inf for those outside."""
+        """[k*k, h, w]: 0 for neighbours inside the map, -inf for those outside."""
         offsets = torch.arange(self.kernel, device=device) - self.kernel // 2
-        rows = torch.arange(h, device=device).view(h, 1) + offsets  # [h, k]
-        cols = torch.arange(w, device=device).view(w, 1) + offsets  # [w, k]
-        inside = (((rows >= 0) & (rows < h)).view(h, 1, -1, 1) & ((cols >= 0) & (cols < w)).view(1, w, 1, -1))
+        rows = torch.arange(h, device=device).view(1, h) + offsets.view(-1, 1)  # [k, h]
+        cols = torch.arange(w, device=device).view(1, w) + offsets.view(-1, 1)  # [k, w]
+        inside = (((rows >= 0) & (rows < h)).view(-1, 1, h, 1) & ((cols >= 0) & (cols < w)).view(1, -1, 1, w))
         bias = torch.zeros(inside.shape, device=device).masked_fill(~inside, float("-inf"))
-        return bias.view(h, w, -1)
+        return bias.view(-1, h, w)
 
     def forward(self, warped: torch.Tensor, lr_up: torch.Tensor) -> torch.Tensor:
         c, h, w = lr_up.shape[1:]
         k, pad = self.kernel, self.kernel // 2
-
-        def channels_last(x: torch.Tensor) -> torch.Tensor:
-            return x.permute(0, 2, 3, 1).contiguous()
-
-        query = channels_last(self.query(lr_up) * (1.0 / math.sqrt(c)))  # [N, h, w, C]
-        keys = channels_last(F.pad(self.key(warped), (pad, pad, pad, pad)))  # [N, h+2p, w+2p, C]
-        values = channels_last(F.pad(self.value(warped), (pad, pad, pad, pad)))
+        query = self.query(lr_up) * (1.0 / math.sqrt(c))  # [N, C, h, w]
+        keys = F.pad(self.key(warped), (pad, pad, pad, pad))  # [N, C, h+2p, w+2p]
+        values = F.pad(self.value(warped), (pad, pad, pad, pad))
         offsets = [(dy, dx) for dy in range(k) for dx in range(k)]
-        logits = torch.stack([(query * keys[:, dy:dy + h, dx:dx + w]).sum(-1) for dy, dx in offsets], -1)
-        weights = torch.softmax(logits + self._outside_bias(h, w, lr_up.device), -1)  # [N, h, w, k*k]
+        logits = torch.cat([(query * keys[:, :, dy:dy + h, dx:dx + w]).sum(1, keepdim=True) for dy, dx in offsets], 1)
+        weights = torch.softmax(logits + self._outside_bias(h, w, lr_up.device), 1)  # [N, k*k, h, w]
         attended = torch.zeros_like(query)
         for i, (dy, dx) in enumerate(offsets):
-            attended.addcmul_(weights[..., i:i + 1], values[:, dy:dy + h, dx:dx + w])
-        return lr_up + attended.permute(0, 3, 1, 2)
+            attended.addcmul_(weights[:, i:i + 1], values[:, :, dy:dy + h, dx:dx + w])
+        return lr_up + attended
 
 
 class ARSeg(nn.Module):

@@ -149,6 +149,8 @@ def _lr_factor(step: int, steps: int, cfg: ARSegTrainConfig) -> float:
 
 def _initial_model(cfg: ARSegTrainConfig) -> ARSeg:
     if not cfg.init_weights:
+        if not cfg.init_lr_from_hr:
+            raise InputError("keeping the LR branch (--keep-lr) needs --init-weights to keep it from")
         return build_model("arseg", **cfg.model_options)
     model = load_model(cfg.init_weights)
     if model_name(model) != "arseg":
