@@ -79,12 +79,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    done = {r["row"]: r for r in json.loads(args.json.read_text())["rows"]} if args.json.is_file() else {}
+    settings = {"steps": args.steps, "teacher": str(args.teacher), "data": str(args.data),
+                "val_data": str(args.val_data), "seed": args.seed}
+    done = {}
+    if args.json.is_file():  # rows of an earlier run count only if it had the same settings
+        earlier = json.loads(args.json.read_text())
+        if {k: earlier.get(k) for k in settings} != settings:
+            raise SystemExit(f"{args.json} holds rows of other settings; pass another --json")
+        done = {r["row"]: r for r in earlier["rows"]}
     rows = []
     for name, switches in ROWS:
         rows.append(done.get(name) or run_row(name, switches, args))
-        write_json(args.json, {"steps": args.steps, "teacher": str(args.teacher), "data": str(args.data),
-                               "val_data": str(args.val_data), "rows": rows})
+        write_json(args.json, {**settings, "rows": rows})
         print(f"{name}: J&F {rows[-1]['J&F']:.2f}", flush=True)
     print(markdown(rows))
     return rows
