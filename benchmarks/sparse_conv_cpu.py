@@ -9,16 +9,18 @@ machine load hits all candidates alike; the figure is the median, the minimum is
 Weights are random: the speed of a convolution does not depend on their values.
 
 1. Layers: every gated conv of spvos at a 480x854 frame (padded to 480x864, as the inference
-   core pads it), with the BatchNorm folded in as the gated path runs it. Dense baselines:
-   F.conv2d (+ReLU) on NCHW tensors (how stm runs) and on channels-last tensors (the faster
-   layout here). Sparse: the custom op on channels-last tensors at several decision mixes
-   (spatially random tiles). Reported per mix: the FLOP ratio (REUSE 0, COARSE 0.25, DENSE 1,
-   by output pixels), the speed-up, and the acceptance criterion speed-up >= 0.6 / FLOP ratio,
-   per layer and for all gated layers together.
-2. The whole encode_key stage: dense (stm's path, and channels-last) against sparse at one
-   realistic mix: the gates run as usual but their decisions are replaced by tiles drawn with
-   the mix's probabilities, fresh every frame (so the active counts vary as on video); the
-   FLOP ratio is the mean realized GFLOPs (ungated layers and gates included) over dense.
+   core pads it): the key encoder's with the BatchNorm folded in as the gated path runs them,
+   and the decoder's per-object ones at ``--objects`` objects (objects in the batch). Dense
+   baselines: F.conv2d (+ReLU) on NCHW tensors (how stm runs) and on channels-last tensors (the
+   faster layout here). Sparse: the custom op on channels-last tensors at several decision
+   mixes (spatially random tiles). Reported per mix: the FLOP ratio (REUSE 0, COARSE 0.25,
+   DENSE 1, by output pixels), the speed-up, and the acceptance criterion speed-up >= 0.6 /
+   FLOP ratio, per layer and for all gated layers together.
+2. The whole encode_key and decode stages: dense (stm's path, and channels-last) against sparse
+   at one realistic mix: the gates run as usual but their decisions are replaced by tiles drawn
+   with the mix's probabilities (per object in the decoder), fresh every frame (so the active
+   counts vary as on video); the FLOP ratio is the mean realized GFLOPs (ungated layers, the
+   memory read and the gates included) over dense.
 
 Prints tables; ``--json`` writes everything (machine, load average, settings, figures).
 On a machine shared with other work, 2-thread wall-clock figures mostly measure OpenMP threads
@@ -53,21 +55,21 @@ MIXES = [  # (REUSE share, COARSE share); the rest is DENSE
 ]
 
 
-def random_decisions(grid: tuple[int, int], reuse: float, coarse: float, seed: int) -> torch.Tensor:
-    """int32 [1, 1, th, tw]: exactly round(share * tiles) tiles of each choice, at random places."""
-    tiles = grid[0] * grid[1]
+def random_decisions(grid: tuple[int, int], reuse: float, coarse: float, seed: int, batch: int = 1) -> torch.Tensor:
+    """int32 [batch, 1, th, tw]: exactly round(share * tiles) tiles of each choice, at random places."""
+    tiles = batch * grid[0] * grid[1]
     order = torch.randperm(tiles, generator=torch.Generator().manual_seed(seed))
     values = torch.full((tiles,), DENSE, dtype=torch.int32)
     n_reuse, n_coarse = round(reuse * tiles), round(coarse * tiles)
     values[order[:n_reuse]] = REUSE
     values[order[n_reuse:n_reuse + n_coarse]] = COARSE
-    return values.view(1, 1, *grid)
+    return values.view(batch, 1, *grid)
 
 
 def flop_ratio(decision: torch.Tensor, out_h: int, out_w: int, tile: int) -> float:
-    """Fraction of the dense FLOPs the decisions spend (by output pixels)."""
-    cost = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)[decision[0, 0].long()]
-    return float((cost * tile_area_weights(out_h, out_w, tile)).sum())
+    """Fraction of the dense FLOPs the decisions [N, 1, th, tw] spend (by output pixels)."""
+    cost = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)[decision[:, 0].long()]
+    return float((cost * tile_area_weights(out_h, out_w, tile)).sum() / decision.shape[0])
 
 
 CLOCK = time.perf_counter  # --clock cpu: time.thread_time (one thread only; see main)
@@ -88,10 +90,15 @@ def measure(candidates: dict[str, Callable[[], object]], repeats: int, warmup: i
     return {name: {"median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t)} for name, t in times.items()}
 
 
-def gated_layers(model: SpVOS, height: int, width: int) -> list[dict]:
-    """Per gated conv: name, input x [1, Cin, H, W], folded weight/bias, stride, activation, out size."""
+def gated_layers(model: SpVOS, height: int, width: int, objects: int) -> list[dict]:
+    """Per gated conv: name, input x [N, Cin, H, W] (N = 1 in the key encoder, ``objects`` in the
+    decoder), folded weight/bias, stride, activation, out size."""
     with torch.no_grad():
-        state = model.encode_key(torch.rand(1, 3, height, width), dense=True).state
+        out = model.encode_key(torch.rand(1, 3, height, width), dense=True)
+        f = out.features
+        readout = torch.randn(1, objects, model.value_dim, *f.feat16.shape[2:])
+        decoder_state = model.decode_sparse(readout, f.feat16, f.skip8, f.skip4, dense=True).state
+    state = out.state
     layers = []
     for b, (stage, index) in enumerate(model.gated_blocks()):
         block = getattr(model.key_encoder, stage)[index]
@@ -100,6 +107,13 @@ def gated_layers(model: SpVOS, height: int, width: int) -> list[dict]:
             weight, bias = (t.detach() for t in fold_batchnorm(conv_bn))
             layers.append({"name": f"{stage}.{index}.conv{part}", "x": inp, "y_shape": tuple(out.shape), "weight": weight,
                                "bias": bias, "stride": conv_bn[0].stride[0], "activation": act})
+    for b, name in enumerate(model.decoder_conv_names()[::2]):  # per gated block: its conv1
+        block_path = name.rsplit(".", 1)[0]
+        block = model.get_submodule(block_path)
+        x, y1, y2 = decoder_state[3 * b: 3 * b + 3]
+        for conv, inp, out, act, part in ((block.conv1, x, y1, "relu", 1), (block.conv2, y1, y2, "none", 2)):
+            layers.append({"name": f"{block_path}.conv{part}", "x": inp, "y_shape": tuple(out.shape),
+                           "weight": conv.weight.detach(), "bias": conv.bias.detach(), "stride": 1, "activation": act})
     return layers
 
 
@@ -109,10 +123,10 @@ def dense_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride
     return torch.relu_(y) if relu else y
 
 
-def bench_layers(model: SpVOS, height: int, width: int, repeats: int, warmup: int) -> list[dict]:
+def bench_layers(model: SpVOS, height: int, width: int, objects: int, repeats: int, warmup: int) -> list[dict]:
     tile = model.config.tile
     rows = []
-    for number, layer in enumerate(gated_layers(model, height, width)):
+    for number, layer in enumerate(gated_layers(model, height, width, objects)):
         x, w, b, s, act = layer["x"], layer["weight"], layer["bias"], layer["stride"], layer["activation"]
         x_cl, w_cl = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
         y_prev = torch.randn(layer["y_shape"]).contiguous(memory_format=torch.channels_last)
@@ -123,7 +137,7 @@ def bench_layers(model: SpVOS, height: int, width: int, repeats: int, warmup: in
         ratios = {}
         for reuse, coarse in MIXES:
             key = f"reuse{reuse:.2f}_coarse{coarse:.2f}"
-            d = random_decisions(grid, reuse, coarse, seed=number)
+            d = random_decisions(grid, reuse, coarse, seed=number, batch=x.shape[0])
             ratios[key] = flop_ratio(d, out_h, out_w, tile)
             candidates[key] = functools.partial(gated_sparse_conv2d, x_cl, d, y_prev, w_cl, b, stride=s, tile=tile,
                                                 coarse_mode=model.config.coarse_mode, activation=act)
@@ -141,7 +155,7 @@ def summarise_layers(rows: list[dict]) -> list[dict]:
         dense_nchw = sum(r["times"]["dense_nchw"]["median_ms"] for r in rows)
         dense_cl = sum(r["times"]["dense_channels_last"]["median_ms"] for r in rows)
         sparse = sum(r["times"][key]["median_ms"] for r in rows)
-        weights = [r["output"][1] * r["output"][2] * r["output"][3] * r["input"][1] for r in rows]  # ~ dense FLOPs
+        weights = [r["output"][0] * r["output"][1] * r["output"][2] * r["output"][3] * r["input"][1] for r in rows]
         ratio = sum(w * r["flop_ratio"][key] for w, r in zip(weights, rows)) / sum(weights)
         summary.append(_verdict({"mix": key, "dense_nchw_ms": dense_nchw, "dense_channels_last_ms": dense_cl,
                                      "sparse_ms": sparse, "flop_ratio": ratio}))
@@ -173,14 +187,14 @@ class ReplayGate(nn.Module):
         return out._replace(decision=decision)
 
 
-def sampled_decisions(grid: tuple[int, int], reuse: float, coarse: float, seed: int) -> torch.Tensor:
-    """int32 [1, 1, th, tw], each tile drawn independently with the mix's probabilities, so the
-    number of active tiles varies from frame to frame as it does on video."""
-    u = torch.rand(grid, generator=torch.Generator().manual_seed(seed))
-    d = torch.full(grid, DENSE, dtype=torch.int32)
+def sampled_decisions(grid: tuple[int, int], reuse: float, coarse: float, seed: int, batch: int = 1) -> torch.Tensor:
+    """int32 [batch, 1, th, tw], each tile drawn independently with the mix's probabilities, so
+    the number of active tiles varies from frame to frame as it does on video."""
+    u = torch.rand(batch, 1, *grid, generator=torch.Generator().manual_seed(seed))
+    d = torch.full(u.shape, DENSE, dtype=torch.int32)
     d[u < reuse + coarse] = COARSE
     d[u < reuse] = REUSE
-    return d.view(1, 1, *grid)
+    return d
 
 
 def bench_encode_key(model: SpVOS, height: int, width: int, mix: tuple[float, float], repeats: int,
@@ -211,20 +225,64 @@ def bench_encode_key(model: SpVOS, height: int, width: int, mix: tuple[float, fl
     with torch.no_grad():
         times = measure(candidates, repeats, warmup)
     cost = SparseCostModel(model, height, width)
-    costs = [cost.frame_cost(decisions, dense=False) for decisions in per_frame]
-    realized = statistics.mean(c.realized_gflops for c in costs)
-    segment = step_gflops(model, height, width)["segment"]
-    dense_gflops = costs[0].dense_gflops
+    realized = statistics.mean(cost.frame_cost(decisions, key_dense=False).realized_gflops for decisions in per_frame)
+    return _stage_row(mix, times, cost.key_dense_flops / 1e9, realized)
+
+
+def _stage_row(mix: tuple[float, float], times: dict, dense_gflops: float, realized_gflops: float) -> dict:
     row = {"mix": {"reuse": mix[0], "coarse": mix[1]}, "times": times, "dense_gflops": dense_gflops,
-               "realized_gflops": realized, "flop_ratio": realized / dense_gflops,
-               "step_gflops_dense": dense_gflops + segment, "step_gflops_realized": realized + segment}
+           "realized_gflops": realized_gflops}
     row.update(_verdict({"dense_nchw_ms": times["dense"]["median_ms"],
-                             "dense_channels_last_ms": times["dense_channels_last"]["median_ms"],
-                             "sparse_ms": times["sparse"]["median_ms"], "flop_ratio": realized / dense_gflops}))
+                         "dense_channels_last_ms": times["dense_channels_last"]["median_ms"],
+                         "sparse_ms": times["sparse"]["median_ms"], "flop_ratio": realized_gflops / dense_gflops}))
     return row
 
 
-def print_tables(layers: list[dict], together: list[dict], encode: dict) -> None:
+def bench_decode(model: SpVOS, height: int, width: int, objects: int, capacity: int, mix: tuple[float, float],
+                 repeats: int, warmup: int) -> dict:
+    """The whole ``decode`` stage (memory read + decoder, ``objects`` objects, ``capacity`` memory
+    slots) dense against gated, the decoder gates replaying decisions sampled per object."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        f = model.encode_key(torch.rand(1, 3, height, width, generator=g), dense=True).features
+    h, w = f.key.shape[2:]
+    memory = (torch.randn(1, model.key_dim, capacity, h, w, generator=g),
+              torch.randn(1, objects, model.value_dim, capacity, h, w, generator=g),
+              torch.ones(1, capacity, dtype=torch.bool), torch.ones(1, objects, dtype=torch.bool))
+    inputs = (f.key, f.feat16, f.skip8, f.skip4, *memory)
+    with torch.no_grad():
+        first = model.segment_sparse(*inputs, dense=True)
+    tile = model.config.tile
+    outputs = [t for b in range(len(first.state) // 3) for t in first.state[3 * b + 1: 3 * b + 3]]
+    grids = [(-(-y.shape[2] // tile), -(-y.shape[3] // tile)) for y in outputs]
+    frames = warmup + repeats
+    per_frame = [[sampled_decisions(gr, *mix, seed=2000 * fr + i, batch=objects) for i, gr in enumerate(grids)]
+                 for fr in range(frames)]
+    replay = copy.deepcopy(model)
+    for i, name in enumerate(list(replay.decoder_gates.keys())):
+        replay.decoder_gates[name] = ReplayGate(replay.decoder_gates[name], [per_frame[fr][i] for fr in range(frames)])
+    dense_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    inputs_cl = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in inputs)
+    budget = model.config.budget
+    with torch.no_grad():  # steady state: the state a sparse decode leaves (channels-last, like its maps)
+        state = replay.segment_sparse(*inputs, first.state, budget).state
+    candidates = {
+        "dense": lambda: model.segment(*inputs),
+        "dense_channels_last": lambda: dense_cl.segment(*inputs_cl),
+        "sparse": lambda: replay.segment_sparse(*inputs, state, budget),
+    }
+    with torch.no_grad():
+        times = measure(candidates, repeats, warmup)
+    cost = SparseCostModel(model, height, width, objects)
+    segment = step_gflops(model, height, width, objects, capacity)["segment"]
+    read = segment - cost.decode_dense_flops / 1e9  # the memory read, not gated
+    dec = cost.decoder
+    realized = statistics.mean(read + (cost.decode_dense_flops - dec.dense_flops + dec.gate_flops
+                                       + dec.spent_flops(decisions)) / 1e9 for decisions in per_frame)
+    return _stage_row(mix, times, segment, realized)
+
+
+def print_tables(layers: list[dict], together: list[dict], stages: dict[str, dict]) -> None:
     print("\nper layer: median ms (dense NCHW | dense channels-last) and sparse speed-up vs channels-last "
           "(FLOP ratio), * = meets 0.6 / ratio")
     for r in layers:
@@ -232,7 +290,7 @@ def print_tables(layers: list[dict], together: list[dict], encode: dict) -> None
         for key, ratio in r["flop_ratio"].items():
             speed = r["times"]["dense_channels_last"]["median_ms"] / r["times"][key]["median_ms"]
             cells.append(f"{speed:5.2f}x({ratio:.2f}){'*' if speed >= 0.6 / max(ratio, 1e-9) else ' '}")
-        print(f"{r['layer']:15s} {r['times']['dense_nchw']['median_ms']:6.2f} | "
+        print(f"{r['layer']:24s} {r['times']['dense_nchw']['median_ms']:6.2f} | "
               f"{r['times']['dense_channels_last']['median_ms']:6.2f}  " + " ".join(cells))
     print("\nall gated layers together")
     print(f"{'mix':24s} {'ratio':>6s} {'nchw ms':>8s} {'cl ms':>8s} {'sparse':>8s} {'x nchw':>7s} {'x cl':>7s} "
@@ -241,13 +299,14 @@ def print_tables(layers: list[dict], together: list[dict], encode: dict) -> None
         print(f"{r['mix']:24s} {r['flop_ratio']:6.3f} {r['dense_nchw_ms']:8.2f} {r['dense_channels_last_ms']:8.2f} "
               f"{r['sparse_ms']:8.2f} {r['speedup_vs_nchw']:7.2f} {r['speedup_vs_channels_last']:7.2f} "
               f"{r['required_speedup']:6.2f}  {r['passes_vs_nchw']}/{r['passes_vs_channels_last']}")
-    e = encode
-    print(f"\nencode_key at mix {e['mix']}: dense {e['dense_gflops']:.2f} GFLOPs, realized {e['realized_gflops']:.2f} "
-          f"(ratio {e['flop_ratio']:.3f}); median ms dense {e['dense_nchw_ms']:.1f}, dense channels-last "
-          f"{e['dense_channels_last_ms']:.1f}, sparse {e['sparse_ms']:.1f}; speed-up {e['speedup_vs_nchw']:.2f}x "
-          f"(vs channels-last {e['speedup_vs_channels_last']:.2f}x), needed {e['required_speedup']:.2f}x")
-    print(f"whole step (encode_key + segment, 1 object): {e['step_gflops_dense']:.1f} -> "
-          f"{e['step_gflops_realized']:.1f} GFLOPs")
+    for stage, e in stages.items():
+        print(f"\n{stage} at mix {e['mix']}: dense {e['dense_gflops']:.2f} GFLOPs, realized {e['realized_gflops']:.2f} "
+              f"(ratio {e['flop_ratio']:.3f}); median ms dense {e['dense_nchw_ms']:.1f}, dense channels-last "
+              f"{e['dense_channels_last_ms']:.1f}, sparse {e['sparse_ms']:.1f}; speed-up {e['speedup_vs_nchw']:.2f}x "
+              f"(vs channels-last {e['speedup_vs_channels_last']:.2f}x), needed {e['required_speedup']:.2f}x")
+    dense = sum(e["dense_gflops"] for e in stages.values())
+    realized = sum(e["realized_gflops"] for e in stages.values())
+    print(f"whole step (encode_key + decode): {dense:.1f} -> {realized:.1f} GFLOPs ({realized / dense:.3f})")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -259,7 +318,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--tile", type=int, default=SpVOSConfig.tile)
     ap.add_argument("--stages", default=",".join(SpVOSConfig.gated_stages), help="gated stages, comma-separated")
-    ap.add_argument("--mix", default="0.6,0.15", help="REUSE,COARSE shares for the encode_key figure")
+    ap.add_argument("--decoder", default=",".join(SpVOSConfig.gated_decoder),
+                    help="gated decoder blocks, comma-separated (compress, up8, up4)")
+    ap.add_argument("--objects", type=int, default=2, help="objects in the decoder layers and the decode stage")
+    ap.add_argument("--capacity", type=int, default=8, help="memory slots of the decode stage")
+    ap.add_argument("--mix", default="0.6,0.15", help="REUSE,COARSE shares for the whole-stage figures")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: this thread's CPU time instead of wall time (needs --threads 1); less "
                          "sensitive to other processes on a busy machine, blind to waiting")
@@ -272,21 +335,25 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     height, width = -(-args.height // 16) * 16, -(-args.width // 16) * 16  # the inference core's padding
-    model = SpVOS(SpVOSConfig(tile=args.tile, gated_stages=tuple(args.stages.split(",")))).eval()
+    decoder = tuple(b for b in args.decoder.split(",") if b)
+    model = SpVOS(SpVOSConfig(tile=args.tile, gated_stages=tuple(args.stages.split(",")), gated_decoder=decoder)).eval()
     load_before = os.getloadavg()
-    layers = bench_layers(model, height, width, args.repeats, args.warmup)
+    layers = bench_layers(model, height, width, args.objects, args.repeats, args.warmup)
     together = summarise_layers(layers)
     mix = tuple(float(v) for v in args.mix.split(","))
-    encode = bench_encode_key(model, height, width, mix, args.repeats, args.warmup)
+    stages = {"encode_key": bench_encode_key(model, height, width, mix, args.repeats, args.warmup),
+              "decode": bench_decode(model, height, width, args.objects, args.capacity, mix, args.repeats,
+                                     args.warmup)}
     result = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
                      "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_before": load_before,
                      "load_average_after": os.getloadavg()},
         "settings": {"frame": [args.height, args.width], "padded": [height, width], "tile": args.tile, "clock": args.clock,
-                      "stages": args.stages.split(","), "repeats": args.repeats, "warmup": args.warmup},
-        "layers": layers, "gated_layers_together": together, "encode_key": encode,
+                      "stages": args.stages.split(","), "decoder": list(decoder), "objects": args.objects,
+                      "capacity": args.capacity, "repeats": args.repeats, "warmup": args.warmup},
+        "layers": layers, "gated_layers_together": together, **stages,
     }
-    print_tables(layers, together, encode)
+    print_tables(layers, together, stages)
     print(f"\nload average before/after: {load_before} / {result['machine']['load_average_after']} "
           f"({os.cpu_count()} CPUs; other work on the machine makes these figures noisy)")
     if args.json:

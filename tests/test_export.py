@@ -253,31 +253,34 @@ def test_mv_warp_exports_through_the_same_table_when_present(tmp_path):
 
 @pytest.fixture(scope="module")
 def spvos_exports(tmp_path_factory):
-    """spvos exported whole in the custom flavour, and the one engine whose graph depends on the
-    flavour (encode_key) in the portable one, checked on the same parity cases."""
+    """spvos exported whole in the custom flavour, and the engines whose graphs depend on the
+    flavour (encode_key and the gated decoder's decode) in the portable one, checked on the same
+    parity cases."""
     model = small_model("spvos")
     root = tmp_path_factory.mktemp("spvos")
     manifest = export_engines(model, root / "custom", flavor="custom", height=H, width=W, objects=K, capacity=T)
     graphs = engine_graphs(model)
-    inputs = example_inputs(model, H, W, K, T)["encode_key"]
+    inputs = example_inputs(model, H, W, K, T)
     (root / "portable").mkdir()
-    export_graph(graphs["encode_key"], inputs, root / "portable" / "encode_key.onnx", flavor="portable")
     frames, ids = synthetic_clip(H, W, 3)
     cases = record_vos_cases(graphs, model, frames, *first_frame_masks(ids, K), T)
-    session = make_session(root / "portable" / "encode_key.onnx", ["CPUExecutionProvider"])
-    portable = check_parity(graphs, {"encode_key": session}, {"encode_key": cases["encode_key"]}, 1e-3)
+    sessions = {}
+    for engine in ("encode_key", "decode"):
+        export_graph(graphs[engine], inputs[engine], root / "portable" / f"{engine}.onnx", flavor="portable")
+        sessions[engine] = make_session(root / "portable" / f"{engine}.onnx", ["CPUExecutionProvider"])
+    portable = check_parity(graphs, sessions, {engine: cases[engine] for engine in sessions}, 1e-3)
     return model, root, manifest, portable
 
 
 def test_spvos_exports_in_both_flavours_with_parity(spvos_exports):
     model, root, manifest, portable = spvos_exports
-    gated = len(model.gated_conv_names())
+    gated = {"encode_key": len(model.gated_conv_names()), "decode": len(model.decoder_conv_names())}
     for flavor in ("custom", "portable"):
         for path in (root / flavor).glob("*.onnx"):
             graph = onnx.load(str(path))
             onnx.checker.check_model(graph, full_check=True)
             count = len(vseg_nodes(graph))
-            assert count == (gated if flavor == "custom" and path.stem == "encode_key" else 0), (flavor, path)
+            assert count == (gated.get(path.stem, 0) if flavor == "custom" else 0), (flavor, path)
     assert manifest["custom_ops"] == ["vseg::GatedSparseConv2d"]
     parity = manifest["parity"]
     assert parity["engines"]["encode_key"]["cases"] == 3 and parity["engines"]["decode"]["cases"] == 2
@@ -285,7 +288,13 @@ def test_spvos_exports_in_both_flavours_with_parity(spvos_exports):
         assert set(key_parity["outputs"]) == set(engine_graphs(model)["encode_key"].output_names)
         for figures in key_parity["outputs"].values():
             assert figures.get("mismatches", 0) == 0 and figures.get("max_abs", 0) < 1e-3
-    assert parity["engines"]["decode"]["outputs"]["logits"]["prob_max_abs"] < 1e-3
+    for engine_parity in (parity["engines"]["decode"], portable["decode"]):  # a dense and a sparse decode
+        assert set(engine_parity["outputs"]) == set(engine_graphs(model)["decode"].output_names)
+        assert engine_parity["outputs"]["logits"]["prob_max_abs"] < 1e-3
+        for name, figures in engine_parity["outputs"].items():
+            assert figures.get("mismatches", 0) == 0 and (name == "logits" or figures.get("max_abs", 0) < 1e-3), name
+    decode_inputs = [i["name"] for i in manifest["engines"]["decode"]["inputs"]]
+    assert decode_inputs[8:] == ["dense", "budget", *(STATE_IN + s for s in model.decoder_state_names())]
     shares = parity["decision_shares"]
     assert abs(sum(shares.values()) - 1) < 1e-9 and sum(v > 0 for v in shares.values()) >= 2, shares
     names = [i["name"] for i in manifest["engines"]["encode_key"]["inputs"]]

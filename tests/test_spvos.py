@@ -58,9 +58,9 @@ def frames(n=3, h=64, w=96, seed=0):
 
 
 def force(model: SpVOS, choices) -> None:
-    """Make every gate answer a fixed choice, whatever its input: choices (one per gated conv,
-    in order) are repeated as needed."""
-    for i, gate in enumerate(model.gates.values()):
+    """Make every gate (key encoder, then decoder) answer a fixed choice, whatever its input:
+    choices (one per gated conv, in order) are repeated as needed."""
+    for i, gate in enumerate([*model.gates.values(), *model.decoder_gates.values()]):
         choice = choices[i % len(choices)]
         with torch.no_grad():
             gate.head.weight.zero_()
@@ -78,8 +78,9 @@ def test_from_stm_copies_every_shared_weight(stm_model):
     ours, theirs = model.state_dict(), stm_model.state_dict()
     for name, tensor in theirs.items():
         assert torch.equal(ours[name], tensor), name
-    assert all(name.startswith("gates.") for name in set(ours) - set(theirs))
+    assert all(name.startswith(("gates.", "decoder_gates.")) for name in set(ours) - set(theirs))
     assert len(model.gates) == 2 * 6  # two gated convs per block, 2 blocks in each of 3 stages
+    assert list(model.decoder_gates) == ["up8_conv1", "up8_conv2", "up4_conv1", "up4_conv2"]
     with pytest.raises(VsegError, match="stm weights"):
         spvos_from_stm(LiteVOS())
 
@@ -241,28 +242,29 @@ def test_tile_area_weights_by_hand():
 
 
 def test_frame_cost_on_hand_built_decisions(stm_model):
-    model = spvos_from_stm(stm_model, tile=8, gated_stages=("layer1", "layer2"))
+    model = spvos_from_stm(stm_model, tile=8, gated_stages=("layer1", "layer2"), gated_decoder=())
     cost = SparseCostModel(model, 64, 96)
     # layer1 convs: 16 -> 16 channels at 16 x 24 (layer1's first conv reads the 64-channel stem)
-    assert cost.layer_flops[1] == 2 * 16 * 24 * 16 * 16 * 9
-    assert cost.layer_flops[0] == 2 * 16 * 24 * 16 * 64 * 9
-    assert cost.dense_flops == pytest.approx(step_gflops(stm_model, 64, 96)["encode_key"] * 1e9)
+    assert cost.key.flops[1] == 2 * 16 * 24 * 16 * 16 * 9
+    assert cost.key.flops[0] == 2 * 16 * 24 * 16 * 64 * 9
+    assert cost.key_dense_flops == pytest.approx(step_gflops(stm_model, 64, 96)["encode_key"] * 1e9)
+    assert cost.decoder.names == ()
     grids = [(2, 3)] * 4 + [(1, 2)] * 4  # 16 x 24 and 8 x 12 outputs in 8-pixel tiles
     reuse = [torch.full((1, 1, *g), REUSE, dtype=torch.int32) for g in grids]
-    base = cost.ungated_flops + cost.gate_flops
-    assert cost.frame_cost(reuse, dense=False).realized_gflops * 1e9 == pytest.approx(base)
-    assert cost.frame_cost(reuse, dense=True).realized_gflops * 1e9 == pytest.approx(cost.dense_flops)
+    base = cost.key_dense_flops - cost.key.dense_flops + cost.key.gate_flops
+    assert cost.frame_cost(reuse, key_dense=False).realized_gflops * 1e9 == pytest.approx(base)
+    assert cost.frame_cost(reuse, key_dense=True).realized_gflops * 1e9 == pytest.approx(cost.key_dense_flops)
     # layer1.0.conv2: one DENSE tile (8x8) and one COARSE tile (8x8) of the six 8x8 tiles
     mixed = [d.clone() for d in reuse]
     mixed[1][0, 0, 0, 0] = DENSE
     mixed[1][0, 0, 1, 2] = COARSE
-    frame = cost.frame_cost(mixed, dense=False)
-    assert frame.realized_gflops * 1e9 == pytest.approx(base + cost.layer_flops[1] * (1 + 0.25) / 6)
+    frame = cost.frame_cost(mixed, key_dense=False)
+    assert frame.realized_gflops * 1e9 == pytest.approx(base + cost.key.flops[1] * (1 + 0.25) / 6)
     assert frame.layers["layer1.0.conv2"] == pytest.approx({"reuse": 4 / 6, "coarse": 1 / 6, "dense": 1 / 6})
-    assert cost.realized_fraction(mixed) == pytest.approx(cost.layer_flops[1] * 1.25 / 6 / cost.gated_dense_flops)
+    assert cost.realized_fraction(mixed) == pytest.approx(cost.key.flops[1] * 1.25 / 6 / cost.key.dense_flops)
     one_hot = [torch.nn.functional.one_hot(d[:, 0].long(), 3).permute(0, 3, 1, 2).float() for d in mixed]
     assert cost.expected_cost(one_hot).item() == pytest.approx(cost.realized_fraction(mixed))
-    summary = summarise_frame_costs([cost.frame_cost(reuse, dense=True), frame])
+    summary = summarise_frame_costs([cost.frame_cost(reuse, key_dense=True), frame])
     assert summary["frames"] == 2 and summary["dense_frames"] == 1
     assert summary["gated_layer_shares"]["layer1.0.conv2"]["dense"] == round(1 / 6, 4)
 

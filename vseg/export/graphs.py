@@ -16,6 +16,10 @@ batch 1, H and W multiples of 16 (h = H/16, w = W/16), K objects, T memory slots
 - ``decode``: key, feat16, skip8, skip4, mem_keys [1, Ck, T, h, w], mem_values
   [1, K, Cv, T, h, w], mem_valid bool [1, T], object_valid bool [1, K] -> logits
   [1, K+1, H, W] (background first; invalid objects get no probability).
+  spvos with a gated decoder adds, as encode_key does, inputs dense, budget and
+  ``state_in.decoder.*`` (per object: [K, C, h', w']), outputs ``state_out.decoder.*`` and
+  int32 ``decision.decoder.*`` [K, 1, th, tw]. Its graph is SpVOS.segment_sparse itself (the
+  decoder has no BatchNorm to fold), so it reproduces the model bit for bit.
 
 The wrappers hold no Python-side state: whatever carries over between frames is an input and
 an output. The spvos key encoder is one graph for keyframes and sparse frames (``dense``
@@ -186,17 +190,34 @@ class EncodeValueGraph(nn.Module):
 
 
 class DecodeGraph(nn.Module):
-    """The ``decode`` engine: memory read + decode + soft aggregation -> (logits,)."""
+    """The ``decode`` engine: memory read + decode + soft aggregation -> (logits,).
 
-    input_names = ("key", "feat16", "skip8", "skip4", "mem_keys", "mem_values", "mem_valid", "object_valid")
-    output_names = ("logits",)
+    spvos with gated decoder blocks adds inputs dense, budget and ``state_in.<name>`` per
+    decoder state tensor, outputs ``state_out.<name>`` and ``decision.<conv>`` (int32
+    [1*K, 1, th, tw]); ``dense`` forces every decision to DENSE (feed zeros as state then).
+    """
 
     def __init__(self, model: MemoryNetwork) -> None:
         super().__init__()
         self.model = model.eval()
+        self.sparse = _is_sparse(model) and bool(model.decoder_gated_blocks())
+        names_in = ["key", "feat16", "skip8", "skip4", "mem_keys", "mem_values", "mem_valid", "object_valid"]
+        names_out = ["logits"]
+        if self.sparse:
+            names_in += ["dense", "budget", *(STATE_IN + n for n in model.decoder_state_names())]
+            names_out += [STATE_OUT + n for n in model.decoder_state_names()]
+            names_out += [DECISION + n for n in model.decoder_conv_names()]
+        self.input_names: tuple[str, ...] = tuple(names_in)
+        self.output_names: tuple[str, ...] = tuple(names_out)
 
-    def forward(self, key, feat16, skip8, skip4, mem_keys, mem_values, mem_valid, object_valid) -> tuple[torch.Tensor]:
-        return (self.model.segment(key, feat16, skip8, skip4, mem_keys, mem_values, mem_valid, object_valid),)
+    def forward(self, key, feat16, skip8, skip4, mem_keys, mem_values, mem_valid, object_valid,
+                *sparse_inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.sparse:
+            return (self.model.segment(key, feat16, skip8, skip4, mem_keys, mem_values, mem_valid, object_valid),)
+        dense, budget, *state = sparse_inputs
+        out = self.model.segment_sparse(key, feat16, skip8, skip4, mem_keys, mem_values, mem_valid, object_valid,
+                                        state, budget, force_dense=dense.reshape(1, 1, 1, 1).to(torch.bool))
+        return (out.logits, *out.state, *out.decisions)
 
 
 def engine_graphs(model: MemoryNetwork) -> dict[str, nn.Module]:
@@ -211,19 +232,30 @@ def check_export_size(height: int, width: int, stride: int = 16) -> None:
 
 
 def gate_state_shapes(model: SpVOS, height: int, width: int) -> dict[str, tuple[int, ...]]:
-    """{state name: shape} of the spvos gate state at batch 1 and H x W (no arithmetic: meta)."""
+    """{state name: shape} of the spvos key-encoder gate state at batch 1 and H x W (no arithmetic: meta)."""
     with torch.device("meta"):
         meta = type(model)(model.config).eval()
         out = meta.encode_key(torch.zeros(1, 3, height, width), dense=True)
     return {name: tuple(t.shape) for name, t in zip(model.gate_state_names(), out.state)}
 
 
+def decoder_state_shapes(model: SpVOS, height: int, width: int, objects: int) -> dict[str, tuple[int, ...]]:
+    """{state name: shape} of the spvos decoder state at batch 1, H x W and K objects (meta)."""
+    with torch.device("meta"):
+        meta = type(model)(model.config).eval()
+        f = meta.encode_key(torch.zeros(1, 3, height, width), dense=True).features
+        readout = torch.zeros(1, objects, meta.value_dim, *f.feat16.shape[2:])
+        out = meta.decode_sparse(readout, f.feat16, f.skip8, f.skip4, dense=True)
+    return {name: tuple(t.shape) for name, t in zip(model.decoder_state_names(), out.state)}
+
+
 def example_inputs(model: MemoryNetwork, height: int, width: int, objects: int,
                    capacity: int = 8, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     """Correctly shaped inputs of every engine: {engine: {input name: tensor}} in input order.
 
-    Random frames/masks/features (seeded), every memory slot and object valid, spvos state all
-    zeros with dense=True and the config's budget: what a first frame feeds. On the model's
+    Random frames/masks/features (seeded), every memory slot and object valid, spvos state
+    (key encoder and decoder) all zeros with dense=True and the config's budget: what a first
+    frame (a first decode) feeds. On the model's
     device; float32 except the bool/int flags noted in the module docstring.
     """
     check_export_size(height, width, model.stride)
@@ -248,14 +280,20 @@ def example_inputs(model: MemoryNetwork, height: int, width: int, objects: int,
             key_inputs[STATE_IN + name] = torch.zeros(shape, device=device)
     features = {"key": rand(1, ck, h, w), "feat16": rand(1, c16, h, w),
                 "skip8": rand(1, c8, 2 * h, 2 * w), "skip4": rand(1, c4, 4 * h, 4 * w)}
+    decode_inputs = {**features,
+                     "mem_keys": rand(1, ck, capacity, h, w),
+                     "mem_values": rand(1, objects, cv, capacity, h, w),
+                     "mem_valid": torch.ones(1, capacity, dtype=torch.bool, device=device),
+                     "object_valid": torch.ones(1, objects, dtype=torch.bool, device=device)}
+    if _is_sparse(model) and model.decoder_gated_blocks():
+        decode_inputs.update(dense=torch.ones(1, dtype=torch.bool, device=device),
+                             budget=torch.full((1,), model.config.budget, dtype=torch.float32, device=device))
+        for name, shape in decoder_state_shapes(model, height, width, objects).items():
+            decode_inputs[STATE_IN + name] = torch.zeros(shape, device=device)
     return {
         "encode_key": key_inputs,
         "encode_value": {"frame": frame, "masks": rand(1, objects, height, width), "feat16": features["feat16"]},
-        "decode": {**features,
-                   "mem_keys": rand(1, ck, capacity, h, w),
-                   "mem_values": rand(1, objects, cv, capacity, h, w),
-                   "mem_valid": torch.ones(1, capacity, dtype=torch.bool, device=device),
-                   "object_valid": torch.ones(1, objects, dtype=torch.bool, device=device)},
+        "decode": decode_inputs,
     }
 
 
@@ -268,6 +306,7 @@ __all__ = [
     "EncodeKeyGraph",
     "EncodeValueGraph",
     "check_export_size",
+    "decoder_state_shapes",
     "engine_graphs",
     "example_inputs",
     "gate_state_shapes",

@@ -74,7 +74,8 @@ def record_vos_cases(graphs: dict[str, torch.nn.Module], model: MemoryNetwork, f
     Frame 0 is encoded (spvos: all-DENSE) and written to memory with its mask; every later
     frame is encoded (lite: with the previous frame's feature and foreground; spvos: sparse,
     with the previous state, at budgets cycling through the default and the trained range's
-    ends), decoded against the memory so far, and written to the next free slot while any is
+    ends), decoded against the memory so far (spvos's gated decoder: the first decode dense,
+    later ones sparse from the previous decode's state), and written to the next free slot while any is
     left. Returns {engine: [inputs by name, ...]}.
     """
     height, width = frames.shape[-2:]
@@ -84,6 +85,8 @@ def record_vos_cases(graphs: dict[str, torch.nn.Module], model: MemoryNetwork, f
     memory = {name: torch.zeros_like(base["decode"][name]) for name in ("mem_keys", "mem_values", "mem_valid")}
     cases: Cases = {"encode_key": [], "encode_value": [], "decode": []}
     budgets = _budgets(model) if "budget" in key_inputs else []
+    # spvos's gated decoder: dense, budget and state inputs after the standard ones
+    decode_extra = {n: v for n, v in base["decode"].items() if n in ("dense", "budget") or n.startswith(STATE_IN)}
     for t, frame in enumerate(frames):
         key_inputs["frame"] = frame
         cases["encode_key"].append(dict(key_inputs))
@@ -93,10 +96,16 @@ def record_vos_cases(graphs: dict[str, torch.nn.Module], model: MemoryNetwork, f
             probs = torch.cat([1 - masks.sum(1, keepdim=True), masks], 1)
         else:
             decode_inputs = {**{n: feats[n] for n in ("key", "feat16", "skip8", "skip4")}, **memory,
-                             "object_valid": object_valid}
+                             "object_valid": object_valid, **decode_extra}
             cases["decode"].append(decode_inputs)
-            (logits,) = decode_graph(*decode_inputs.values())
-            probs = torch.softmax(logits, 1)
+            decoded = dict(zip(decode_graph.output_names, decode_graph(*decode_inputs.values())))
+            probs = torch.softmax(decoded["logits"], 1)
+            if decode_extra:  # the next decode is sparse, from this one's state
+                decode_extra.update(dense=torch.zeros(1, dtype=torch.bool),
+                                    budget=torch.tensor([budgets[t % len(budgets)]], dtype=torch.float32))
+                for name in decode_extra:
+                    if name.startswith(STATE_IN):
+                        decode_extra[name] = decoded[STATE_OUT + name[len(STATE_IN):]]
             object_probs = probs[:, 1:]
         if t < capacity:
             value_inputs = {"frame": frame, "masks": object_probs, "feat16": feats["feat16"]}

@@ -6,9 +6,11 @@ the active fraction of its output, a tile counting 0 (REUSE), 0.25 (COARSE) or 1
 Tiles cut by the map's edge weigh by the pixels they hold, so the shares below are shares of
 each layer's output pixels. All counts are per frame (the decisions' batch is averaged).
 
-- :class:`SparseCostModel` (one per frame size): the dense encode_key FLOPs, each gated conv's
-  dense FLOPs, the gates' own FLOPs; ``frame_cost(decisions, dense)`` -> :class:`FrameCost`;
-  ``expected_cost(probabilities)`` -> the differentiable expected fraction used in training.
+- :class:`SparseCostModel` (one per frame size and object count): the dense FLOPs of
+  encode_key and of the decoder, and per engine the gated convs (:class:`GatedLayers`: each
+  conv's dense FLOPs, the gates' own FLOPs); ``frame_cost(key_decisions, key_dense,
+  decoder_decisions, decoder_dense)`` -> :class:`FrameCost`; ``expected_cost(...)`` -> the
+  differentiable expected fraction used in training, each gated conv weighted by its FLOPs.
 - :func:`summarise_frame_costs`: a JSON-ready per-video summary (``vseg run --json``).
 """
 
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from vseg.models.gates import CHOICE_COST, expected_tile_cost
+from vseg.models.spvos_decoder import decoder_block
 
 if TYPE_CHECKING:
     from vseg.models.spvos import SpVOS
@@ -32,10 +35,12 @@ CHOICE_NAMES = ("reuse", "coarse", "dense")
 
 @dataclass
 class FrameCost:
-    """One frame's cost. GFLOPs of the key encoder (encode_key): ``dense_gflops`` if every conv
-    ran densely, ``realized_gflops`` for the decisions taken (ungated layers + gates + the gated
-    convs' active fractions; equal to dense_gflops on an all-dense frame, which runs no gate).
-    ``layers``: per gated conv, the share of its output pixels that were reuse / coarse / dense."""
+    """One frame's cost in the engines spvos gates: encode_key and, when the frame decoded,
+    the decoder (``decode``: the FLOPs after the memory read, which is not gated).
+    ``dense_gflops`` if every conv ran densely, ``realized_gflops`` for the decisions taken
+    (ungated layers + gates + the gated convs' active fractions). ``dense``: nothing ran gated
+    (realized = dense: all-dense frames run no gate). ``layers``: per conv whose gate ran this
+    frame, the share of its output pixels that were reuse / coarse / dense."""
 
     dense: bool
     dense_gflops: float
@@ -61,47 +66,26 @@ def _count(fn, *args) -> int:
     return counter.get_total_flops()
 
 
-class SparseCostModel:
-    """FLOP accounting of one spvos model at one (padded) frame size, counted once on a
-    meta-device copy (no real arithmetic)."""
+@dataclass(frozen=True)
+class GatedLayers:
+    """The gated convs of one engine: ``names``, each conv's dense FLOPs per frame
+    (``flops``, all objects of the frame for decoder convs), each output's tile
+    ``area_weights`` [th, tw], and the gates' own FLOPs per frame."""
 
-    def __init__(self, model: SpVOS, height: int, width: int) -> None:
-        with torch.device("meta"):
-            meta = type(model)(model.config).eval()
-            frame = torch.rand(1, 3, height, width)
-        with torch.no_grad():
-            with FlopCounterMode(display=False) as counter:
-                out = meta.encode_key(frame, dense=True)
-            total = counter.get_total_flops()
-            self.names = meta.gated_conv_names()
-            self.layer_flops: list[float] = []
-            gate_flops = 0
-            for b, (stage, index) in enumerate(meta.gated_blocks()):
-                block = getattr(meta.key_encoder, stage)[index]
-                x, y1 = out.state[3 * b: 3 * b + 2]  # conv1's input, conv2's input
-                for conv_bn, gate, inp in ((block.conv1, meta.gates[f"{stage}_{index}_conv1"], x),
-                                           (block.conv2, meta.gates[f"{stage}_{index}_conv2"], y1)):
-                    conv = conv_bn[0]
-                    self.layer_flops.append(float(_count(F.conv2d, inp, conv.weight, None, conv.stride, conv.padding,
-                                                         conv.dilation, conv.groups)))
-                    gate_flops += _count(gate.logits, inp, inp, model.config.budget)
-        tile = model.config.tile
-        self.area_weights = [tile_area_weights(s[2], s[3], tile) for s in self._out_shapes(out)]
-        self.dense_flops = float(total)
-        self.ungated_flops = self.dense_flops - sum(self.layer_flops)
-        self.gate_flops = float(gate_flops)
-
-    @staticmethod
-    def _out_shapes(out) -> list[torch.Size]:
-        # conv1's output is state[3b + 1], conv2's is state[3b + 2]
-        return [t.shape for b in range(len(out.state) // 3) for t in out.state[3 * b + 1: 3 * b + 3]]
+    names: tuple[str, ...]
+    flops: tuple[float, ...]
+    area_weights: tuple[torch.Tensor, ...]
+    gate_flops: float
 
     @property
-    def gated_dense_flops(self) -> float:
-        return sum(self.layer_flops)
+    def dense_flops(self) -> float:
+        return float(sum(self.flops))
 
-    def choice_shares(self, decisions) -> list[torch.Tensor]:
-        """Per gated conv, float64 [3]: share of its output pixels per choice (batch-averaged)."""
+    def shares(self, decisions) -> list[torch.Tensor]:
+        """Per conv, float64 [3]: share of its output pixels per choice (averaged over the
+        decisions' batch: frames and objects)."""
+        if len(decisions) != len(self.names):
+            raise ValueError(f"{len(decisions)} decision maps for {len(self.names)} gated convs")
         shares = []
         for d, area in zip(decisions, self.area_weights):
             d = d.detach().to("cpu", torch.int64)[:, 0]  # [N, th, tw]
@@ -109,55 +93,147 @@ class SparseCostModel:
             shares.append(per_choice / d.shape[0])
         return shares
 
-    def frame_cost(self, decisions, dense: bool) -> FrameCost:
-        """FrameCost of one frame from its decisions (one int32 [N, 1, th, tw] per gated conv)."""
-        if len(decisions) != len(self.layer_flops):
-            raise ValueError(f"{len(decisions)} decision maps for {len(self.layer_flops)} gated convs")
+    def spent_flops(self, decisions) -> float:
+        """Dense FLOPs times each conv's active fraction under ``decisions``."""
         cost = torch.tensor(CHOICE_COST, dtype=torch.float64)
-        shares = self.choice_shares(decisions)
-        gated = sum(f * float(s @ cost) for f, s in zip(self.layer_flops, shares))
-        realized = self.dense_flops if dense else self.ungated_flops + self.gate_flops + gated
-        layers = {name: {c: float(v) for c, v in zip(CHOICE_NAMES, s)} for name, s in zip(self.names, shares)}
-        return FrameCost(dense, self.dense_flops / 1e9, realized / 1e9, layers)
+        return sum(f * float(s @ cost) for f, s in zip(self.flops, self.shares(decisions)))
 
-    def expected_cost(self, probabilities) -> torch.Tensor:
-        """Differentiable expected fraction of the gated convs' dense FLOPs, [N].
-
-        probabilities: per gated conv, softmax choice probabilities [N, 3, th, tw]. Each layer's
-        area-weighted expected tile cost, weighted by the layer's dense FLOPs.
-        """
-        total = sum(self.layer_flops)
+    def expected_flops(self, probabilities, batch: int) -> torch.Tensor:
+        """Differentiable expected FLOPs [batch] from choice probabilities [batch * K, 3, th, tw]
+        per conv (K objects folded into the batch, or K = 1)."""
+        if len(probabilities) != len(self.names):
+            raise ValueError(f"{len(probabilities)} probability maps for {len(self.names)} gated convs")
         parts = []
-        for p, area, flops in zip(probabilities, self.area_weights, self.layer_flops):
-            per_tile = expected_tile_cost(p)  # [N, th, tw]
-            parts.append((flops / total) * (per_tile * area.to(per_tile)).sum((1, 2)))
+        for p, area, flops in zip(probabilities, self.area_weights, self.flops):
+            per_row = (expected_tile_cost(p) * area.to(p)).sum((1, 2))  # [batch * K]
+            parts.append(flops * per_row.view(batch, -1).mean(1))
         return torch.stack(parts).sum(0)
 
-    def realized_fraction(self, decisions) -> float:
-        """Fraction of the gated convs' dense FLOPs the decisions spend (0..1)."""
-        cost = torch.tensor(CHOICE_COST, dtype=torch.float64)
-        spent = sum(f * float(s @ cost) for f, s in zip(self.layer_flops, self.choice_shares(decisions)))
-        return spent / sum(self.layer_flops)
+
+def _layers(names, convs, inputs, outputs, gates, budget: float, tile: int) -> GatedLayers:
+    """GatedLayers from the (meta) convs, their inputs and outputs, and their gates."""
+    flops = [float(_count(F.conv2d, x, c.weight, None, c.stride, c.padding, c.dilation, c.groups))
+             for c, x in zip(convs, inputs)]
+    gate_flops = float(sum(_count(g.logits, x, x, budget) for g, x in zip(gates, inputs)))
+    areas = [tile_area_weights(y.shape[2], y.shape[3], tile) for y in outputs]
+    return GatedLayers(tuple(names), tuple(flops), tuple(areas), gate_flops)
+
+
+class SparseCostModel:
+    """FLOP accounting of one spvos model at one (padded) frame size and object count, counted
+    once on a meta-device copy (no real arithmetic).
+
+    ``key`` / ``decoder``: the gated convs of encode_key and of the decoder (at ``objects``
+    objects); ``key_dense_flops``: all of encode_key; ``decode_dense_flops``: the decoder
+    after the memory read (``model.decode``), all objects.
+    """
+
+    def __init__(self, model: SpVOS, height: int, width: int, objects: int = 1) -> None:
+        with torch.device("meta"):
+            meta = type(model)(model.config).eval()
+            frame = torch.rand(1, 3, height, width)
+        budget, tile = model.config.budget, model.config.tile
+        self.objects = objects
+        with torch.no_grad():
+            with FlopCounterMode(display=False) as counter:
+                out = meta.encode_key(frame, dense=True)
+            self.key_dense_flops = float(counter.get_total_flops())
+            convs, gates, inputs, outputs = [], [], [], []
+            for b, (stage, index) in enumerate(meta.gated_blocks()):
+                block = getattr(meta.key_encoder, stage)[index]
+                x, y1, y2 = out.state[3 * b: 3 * b + 3]
+                convs += [block.conv1[0], block.conv2[0]]
+                gates += [meta.gates[f"{stage}_{index}_conv1"], meta.gates[f"{stage}_{index}_conv2"]]
+                inputs += [x, y1]
+                outputs += [y1, y2]
+            self.key = _layers(meta.gated_conv_names(), convs, inputs, outputs, gates, budget, tile)
+
+            f = out.features
+            with torch.device("meta"):
+                readout = torch.rand(1, objects, meta.value_dim, *f.feat16.shape[2:])
+            self.decode_dense_flops = float(_count(meta.decode, readout, f.feat16, f.skip8, f.skip4))
+            state = meta.decode_sparse(readout, f.feat16, f.skip8, f.skip4, dense=True).state
+            convs, gates, inputs, outputs = [], [], [], []
+            for b, name in enumerate(meta.decoder_gated_blocks()):
+                block = decoder_block(meta.decoder, name)
+                x, y1, y2 = state[3 * b: 3 * b + 3]
+                convs += [block.conv1, block.conv2]
+                gates += [meta.decoder_gates[f"{name}_conv1"], meta.decoder_gates[f"{name}_conv2"]]
+                inputs += [x, y1]
+                outputs += [y1, y2]
+            self.decoder = _layers(meta.decoder_conv_names(), convs, inputs, outputs, gates, budget, tile)
+
+    def gated_share(self) -> float:
+        """Share of encode_key + decode's dense FLOPs that sits in gated convs."""
+        return (self.key.dense_flops + self.decoder.dense_flops) / (self.key_dense_flops + self.decode_dense_flops)
+
+    def frame_cost(self, key_decisions, key_dense: bool, decoder_decisions=None,
+                   decoder_dense: bool = True) -> FrameCost:
+        """FrameCost of one frame. key_decisions: one int32 [N, 1, th, tw] per gated key conv;
+        decoder_decisions: one [N*K, 1, th, tw] per gated decoder conv, None when the frame
+        did not decode (the first frame); *_dense: that engine ran all-dense (no gate)."""
+        dense = self.key_dense_flops
+        realized = dense if key_dense else self._realized(self.key, self.key_dense_flops, key_decisions)
+        layers = {} if key_dense else self._named_shares(self.key, key_decisions)
+        if decoder_decisions is not None:
+            dense += self.decode_dense_flops
+            if decoder_dense:
+                realized += self.decode_dense_flops
+            else:
+                realized += self._realized(self.decoder, self.decode_dense_flops, decoder_decisions)
+                layers.update(self._named_shares(self.decoder, decoder_decisions))
+        all_dense = key_dense and (decoder_decisions is None or decoder_dense)
+        return FrameCost(all_dense, dense / 1e9, realized / 1e9, layers)
+
+    @staticmethod
+    def _realized(layers: GatedLayers, engine_dense: float, decisions) -> float:
+        return engine_dense - layers.dense_flops + layers.gate_flops + layers.spent_flops(decisions)
+
+    @staticmethod
+    def _named_shares(layers: GatedLayers, decisions) -> dict[str, dict[str, float]]:
+        return {name: {c: float(v) for c, v in zip(CHOICE_NAMES, s)}
+                for name, s in zip(layers.names, layers.shares(decisions))}
+
+    def expected_cost(self, key_probabilities, decoder_probabilities=()) -> torch.Tensor:
+        """Differentiable expected fraction [B] of the dense FLOPs of the gated convs whose gates
+        ran: the key encoder's (probabilities [B, 3, th, tw] per conv) and, if given, the
+        decoder's ([B*K, 3, th, tw] per conv). Each conv weighs by its dense FLOPs."""
+        batch = key_probabilities[0].shape[0]
+        expected = self.key.expected_flops(key_probabilities, batch)
+        total = self.key.dense_flops
+        if len(decoder_probabilities):
+            expected = expected + self.decoder.expected_flops(decoder_probabilities, batch)
+            total += self.decoder.dense_flops
+        return expected / total
+
+    def realized_fraction(self, key_decisions, decoder_decisions=()) -> float:
+        """Fraction of the gated convs' dense FLOPs the decisions spend (0..1), over the key
+        encoder's gated convs and, if given, the decoder's."""
+        spent, total = self.key.spent_flops(key_decisions), self.key.dense_flops
+        if len(decoder_decisions):
+            spent += self.decoder.spent_flops(decoder_decisions)
+            total += self.decoder.dense_flops
+        return spent / total
 
 
 @lru_cache(maxsize=8)
 @torch.inference_mode(False)  # cached: normal tensors, usable in training too
-def _cached_cost_model(model_type: type, config, height: int, width: int) -> SparseCostModel:
+def _cached_cost_model(model_type: type, config, height: int, width: int, objects: int) -> SparseCostModel:
     with torch.device("meta"):
         architecture = model_type(config)
-    return SparseCostModel(architecture, height, width)
+    return SparseCostModel(architecture, height, width, objects)
 
 
-def cost_model_for(model: SpVOS, height: int, width: int) -> SparseCostModel:
-    """A SparseCostModel for (the model's architecture, frame size), cached: training asks for
-    one every step at the same crop size."""
-    return _cached_cost_model(type(model), model.config, height, width)
+def cost_model_for(model: SpVOS, height: int, width: int, objects: int = 1) -> SparseCostModel:
+    """A SparseCostModel for (the model's architecture, frame size, objects), cached: training
+    asks for one every step at the same crop size."""
+    return _cached_cost_model(type(model), model.config, height, width, objects)
 
 
 def summarise_frame_costs(costs: list[FrameCost]) -> dict:
     """JSON-ready summary of a video's FrameCosts: frame counts, mean dense and realized GFLOPs
-    per frame, their ratio, and per gated conv the mean reuse/coarse/dense shares over the
-    gated (non-dense) frames."""
+    per frame (encode_key + decode), their ratio, and per gated conv the mean reuse/coarse/dense
+    shares over the frames where its gate ran."""
     if not costs:
         return {"frames": 0}
     n = len(costs)
@@ -165,8 +241,9 @@ def summarise_frame_costs(costs: list[FrameCost]) -> dict:
     realized_mean = sum(c.realized_gflops for c in costs) / n
     gated = [c for c in costs if not c.dense]
     layers = {}
-    for name in (gated[0].layers if gated else {}):
-        layers[name] = {k: round(sum(c.layers[name][k] for c in gated) / len(gated), 4) for k in CHOICE_NAMES}
+    for name in dict.fromkeys(name for c in costs for name in c.layers):
+        ran = [c.layers[name] for c in costs if name in c.layers]
+        layers[name] = {k: round(sum(s[k] for s in ran) / len(ran), 4) for k in CHOICE_NAMES}
     return {
         "frames": n,
         "dense_frames": n - len(gated),
@@ -180,6 +257,7 @@ def summarise_frame_costs(costs: list[FrameCost]) -> dict:
 __all__ = [
     "CHOICE_NAMES",
     "FrameCost",
+    "GatedLayers",
     "SparseCostModel",
     "cost_model_for",
     "summarise_frame_costs",

@@ -30,6 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vseg.errors import VsegError
+from vseg.ops.gated_sparse_conv import (
+    DENSE,
+    gated_sparse_conv2d,
+    masked_dense_gated_conv2d,
+)
 
 # Cost of one tile per choice, relative to computing it densely (index = decision value).
 CHOICE_COST = (0.0, 0.25, 1.0)
@@ -169,6 +174,34 @@ class TripleGate(nn.Module):
         return GateOutput(logits.argmax(1, keepdim=True).to(torch.int32), None, probabilities)
 
 
+def run_gated_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, gate: TripleGate,
+                   x: torch.Tensor, x_prev: torch.Tensor, y_prev: torch.Tensor, *, activation: str, tile: int,
+                   coarse_mode: str, budget: float | torch.Tensor, tau: float = 1.0,
+                   generator: torch.Generator | None = None, force_dense: torch.Tensor | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One GatedSparseConv2d driven by its gate -> (y, decision int32 [N, 1, th, tw],
+    probabilities [N, 3, th, tw]).
+
+    conv gives the geometry (kernel, stride, padding, dilation, groups); weight [Cout, Cin/g, k, k]
+    and bias [Cout] the values (the key encoder passes them with its BatchNorm folded in).
+    x, x_prev [N, Cin, H, W]; y_prev [N, Cout, Ho, Wo]. A gate in training mode samples
+    Gumbel-softmax straight-through and the conv runs masked-dense (differentiable); in eval
+    mode the gate takes the argmax and the conv runs the tile-sparse custom op. force_dense
+    (bool, broadcastable to the decisions; eval mode): where True every tile is DENSE, so one
+    exported graph serves keyframes and sparse frames.
+    """
+    attrs = {"kernel": conv.kernel_size[0], "stride": conv.stride[0], "padding": conv.padding[0],
+             "dilation": conv.dilation[0], "groups": conv.groups, "tile": tile, "coarse_mode": coarse_mode,
+             "activation": activation}
+    g = gate(x, x_prev, budget, tau, generator)
+    if g.weights is not None:  # a training-mode gate
+        return masked_dense_gated_conv2d(x, g.weights, y_prev, weight, bias, **attrs), g.decision, g.probabilities
+    decision = g.decision
+    if force_dense is not None:
+        decision = torch.where(force_dense, torch.full_like(decision, DENSE), decision)
+    return gated_sparse_conv2d(x, decision, y_prev, weight, bias, **attrs), decision, g.probabilities
+
+
 __all__ = [
     "CHOICE_COST",
     "GateOutput",
@@ -177,6 +210,7 @@ __all__ = [
     "expected_tile_cost",
     "gumbel_softmax_st",
     "mixed_batch_budget",
+    "run_gated_conv",
     "sample_budget",
     "sparsity_loss",
 ]

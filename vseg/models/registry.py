@@ -110,7 +110,10 @@ def load_model(path: str | os.PathLike) -> MemoryNetwork:
     if "model" not in metadata or "config" not in metadata:
         raise InputError(f"{path}: no model name/config in the safetensors metadata (not written by vseg?)")
     try:
-        model = build_model(metadata["model"], **json.loads(metadata["config"]))
+        config_cls, _ = _lookup(metadata["model"])
+        # fields added after the file was written take the value such files had (not the new default)
+        config = {**getattr(config_cls, "LEGACY_DEFAULTS", {}), **json.loads(metadata["config"])}
+        model = build_model(metadata["model"], **config)
     except (VsegError, TypeError, ValueError) as e:
         raise InputError(f"{path}: cannot rebuild the model from its metadata ({e})") from None
     missing, unexpected = model.load_state_dict(tensors, strict=False)

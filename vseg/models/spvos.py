@@ -1,11 +1,12 @@
-"""`spvos`: `stm` with triple-gated sparse convolutions in the key encoder.
+"""`spvos`: `stm` with triple-gated sparse convolutions in the key encoder and the decoder.
 
 Every 3x3 convolution of the key encoder's gated stages becomes a GatedSparseConv2d with its
 own :class:`~vseg.models.gates.TripleGate`. By default these are ``layer1`` (stride 4),
 ``layer2`` (stride 8) and ``layer3`` (stride 16) of :class:`~vseg.models.backbones.ResNetTrunk`:
 FlopCounterMode at 480x864 puts 7.6, 6.7 and 6.7 of encode_key's 23.7 GFLOPs in their 3x3
-convs (the rest: the 7x7 stem 2.0, 1x1 shortcuts 0.2, key projection 0.5), so gating only
-strides 4 and 8 would leave 28 % of the key encoder's work in ungated layer3 convs.
+convs (the rest: the 7x7 stem 2.0, 1x1 shortcuts 0.2, key projection 0.5). The decoder's
+per-object residual blocks, most of a frame's work, are gated too
+(:mod:`vseg.models.spvos_decoder`, ``gated_decoder``).
 
 The convolutions and BatchNorms stay the modules `stm` has (same state-dict keys, so
 :func:`spvos_from_stm` is a plain state-dict copy). The key encoder's BatchNorm is frozen
@@ -16,35 +17,37 @@ BatchNorm folded (the tile gathers read channels-last maps in place).
 State is explicit: per gated BasicBlock, three tensors from the previous frame (the block's
 input, its conv1 output and its conv2 output: conv1's (x_prev, y_prev) and conv2's (x_prev,
 y_prev)), in block order. ``encode_key(frame, gate_state, budget, dense)`` returns
-``(KeyFeatures, new_state, decisions)`` with fixed shapes, so an engine can carry the state.
-The other stages (encode_value, read_memory, decode, segment) are stm's.
+``(KeyFeatures, new_state, decisions)`` with fixed shapes, so an engine can carry the state;
+``segment_sparse(..., decoder_state, budget, dense)`` does the same for the decoder.
+encode_value, read_memory and the dense ``decode`` / ``segment`` are stm's.
 
 Frame policy at inference (:class:`vseg.runtime.policies.SparsePolicy`): the first
-frame, every memory write and every ``dense_every``-th frame run all-DENSE (fresh state,
+frame, every memory write and every ``dense_every``-th frame run all-dense (fresh state,
 no accumulated error); the others run gated at the chosen budget. Mixed sparse training:
-:func:`spvos_training_step` and its helpers at the end of this module.
+:mod:`vseg.models.spvos_training`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vseg.errors import VsegError
-from vseg.models.cost import cost_model_for
-from vseg.models.gates import TripleGate, check_budget, sparsity_loss
+from vseg.models.gates import TripleGate, check_budget, run_gated_conv
+from vseg.models.spvos_decoder import (
+    DECODER_BLOCKS,
+    GatedDecoding,
+    SparseDecodeOutput,
+    make_decoder_gates,
+)
+from vseg.models.spvos_training import encode_clip_keys, spvos_training_step
 from vseg.models.stm import STM, KeyFeatures, STMConfig
 from vseg.ops import allowed_values
-from vseg.ops.gated_sparse_conv import (
-    DENSE,
-    gated_sparse_conv2d,
-    masked_dense_gated_conv2d,
-)
 
 STAGES = ("layer1", "layer2", "layer3")
 
@@ -54,7 +57,8 @@ class SpVOSConfig(STMConfig):
     """`stm`'s sizes plus the gating options.
 
     tile: output tile size of every gated conv (4, 8 or 16); coarse_mode: nearest | bilinear;
-    gated_stages: which ResNet stages have their 3x3 convs gated; gate_hidden: width of the
+    gated_stages: which ResNet stages have their 3x3 convs gated; gated_decoder: which decoder
+    blocks (of DECODER_BLOCKS; () for none) have theirs gated; gate_hidden: width of the
     gates' hidden 1x1 conv; budget_low / budget_high: the budget range trained for (fraction
     of the gated convs' dense FLOPs); budget: the default inference budget; dense_every: at
     most this many frames between two all-dense frames.
@@ -63,11 +67,15 @@ class SpVOSConfig(STMConfig):
     tile: int = 8
     coarse_mode: str = "nearest"
     gated_stages: tuple[str, ...] = ("layer1", "layer2", "layer3")
+    gated_decoder: tuple[str, ...] = ("up8", "up4")
     gate_hidden: int = 16
     budget_low: float = 0.2
     budget_high: float = 0.8
     budget: float = 0.5
     dense_every: int = 10
+    # What a weights file written before a field existed had: spvos files without
+    # gated_decoder gate only the key encoder (vseg.models.registry.load_model applies this).
+    LEGACY_DEFAULTS: ClassVar[dict] = {"gated_decoder": ()}
 
     def __post_init__(self) -> None:
         if self.tile not in allowed_values("GatedSparseConv2d", "tile"):
@@ -77,6 +85,8 @@ class SpVOSConfig(STMConfig):
         unknown = [s for s in self.gated_stages if s not in STAGES]
         if unknown or not self.gated_stages:
             raise VsegError(f"spvos gated_stages must be some of {STAGES}, got {self.gated_stages}")
+        if any(b not in DECODER_BLOCKS for b in self.gated_decoder):
+            raise VsegError(f"spvos gated_decoder must be some of {DECODER_BLOCKS}, got {self.gated_decoder}")
         if not 0.0 <= self.budget_low <= self.budget <= self.budget_high <= 1.0:
             raise VsegError(f"spvos budgets need 0 <= budget_low <= budget <= budget_high <= 1, got "
                             f"{self.budget_low}, {self.budget}, {self.budget_high}")
@@ -139,8 +149,8 @@ def folded_conv_bn(conv_bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.relu(y) if len(conv_bn) > 2 else y
 
 
-class SpVOS(STM):
-    """stm with gated sparse convolutions in the key encoder (see the module docstring)."""
+class SpVOS(GatedDecoding, STM):
+    """stm with gated sparse convolutions in the key encoder and the decoder (see the module docstring)."""
 
     def __init__(self, config: SpVOSConfig | None = None) -> None:
         cfg = config or SpVOSConfig()
@@ -155,6 +165,8 @@ class SpVOS(STM):
             gates[f"{stage}_{index}_conv2"] = TripleGate(block.conv2[0].in_channels, cfg.tile, 1, budgets,
                                                          cfg.gate_hidden)
         self.gates = nn.ModuleDict(gates)
+        self.decoder_gates = make_decoder_gates(self.decoder, self.decoder_gated_blocks(), cfg.tile, budgets,
+                                                cfg.gate_hidden)
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -223,7 +235,7 @@ class SpVOS(STM):
                     y1 = block.conv1(f)
                     y2 = block.conv2(y1)
                     if gated:
-                        decisions += [self._all_dense(y1), self._all_dense(y2)]
+                        decisions += [self._all_dense_decisions(y1), self._all_dense_decisions(y2)]
                 elif not gated:
                     y1 = folded_conv_bn(block.conv1, f)
                     y2 = folded_conv_bn(block.conv2, y1)
@@ -244,26 +256,13 @@ class SpVOS(STM):
         features = KeyFeatures(self.key_proj(f16), f16, f8, f4)
         return SparseKeyOutput(features, tuple(state), tuple(decisions)), tuple(probabilities)
 
-    def _all_dense(self, y: torch.Tensor) -> torch.Tensor:
-        """All-DENSE decisions int32 [N, 1, th, tw] for a conv output y [N, C, Ho, Wo]."""
-        tile = self.config.tile
-        grid = (-(-y.shape[2] // tile), -(-y.shape[3] // tile))
-        return torch.full((y.shape[0], 1, *grid), DENSE, dtype=torch.int32, device=y.device)
-
     def _gated_conv(self, conv_bn: nn.Sequential, gate: TripleGate, x: torch.Tensor, x_prev: torch.Tensor,
                     y_prev: torch.Tensor, activation: str, budget, tau: float, generator):
         """One GatedSparseConv2d (BatchNorm folded in) -> (y, decision, probabilities)."""
         weight, bias = fold_batchnorm(conv_bn)
-        conv = conv_bn[0]
-        attrs = {"kernel": conv.kernel_size[0], "stride": conv.stride[0], "padding": conv.padding[0],
-                     "dilation": conv.dilation[0], "groups": conv.groups, "tile": self.config.tile,
-                     "coarse_mode": self.config.coarse_mode, "activation": activation}
-        g = gate(x, x_prev, budget, tau, generator)
-        if self.training:
-            y = masked_dense_gated_conv2d(x, g.weights, y_prev, weight, bias, **attrs)
-        else:
-            y = gated_sparse_conv2d(x, g.decision, y_prev, weight, bias, **attrs)
-        return y, g.decision, g.probabilities
+        return run_gated_conv(conv_bn[0], weight, bias, gate, x, x_prev, y_prev, activation=activation,
+                              tile=self.config.tile, coarse_mode=self.config.coarse_mode, budget=budget, tau=tau,
+                              generator=generator)
 
 
 def spvos_from_stm(stm_model: STM, **options) -> SpVOS:
@@ -277,89 +276,17 @@ def spvos_from_stm(stm_model: STM, **options) -> SpVOS:
     device = next(stm_model.parameters()).device
     model = SpVOS(config).to(device)
     missing, unexpected = model.load_state_dict(stm_model.state_dict(), strict=False)
-    not_gates = [k for k in missing if not k.startswith("gates.")]
+    not_gates = [k for k in missing if not k.startswith(("gates.", "decoder_gates."))]
     if unexpected or not_gates:
         raise RuntimeError(f"stm -> spvos weight copy left {not_gates} missing and {unexpected} unexpected")
     return model.train(stm_model.training)
 
 
-# -- mixed sparse training ----------------------------------------------------------------------
-#
-# A VOS training loop trains spvos (started by spvos_from_stm) with, per batch:
-#     budget = mixed_batch_budget(step, rng, cfg.budget_low, cfg.budget_high)
-#     loss, stats = spvos_training_step(model, frames, masks, object_valid, budget=budget, ...)
-#     loss.backward(); optimizer.step()
-# Dense batches (budget None) keep the dense path -- what keyframes run -- accurate; sparse
-# batches train gates and network together at a budget drawn from the trained range.
-
-
-class ClipKeys(NamedTuple):
-    """Key features of a training clip: ``features`` per frame 0..T-1; ``expected_cost`` [B]
-    (differentiable, mean over the sparse frames 1..T-1) and ``realized_cost`` (float, the hard
-    decisions' fraction) of the gated convs' dense FLOPs, None on a dense batch."""
-
-    features: list[KeyFeatures]
-    expected_cost: torch.Tensor | None
-    realized_cost: float | None
-
-
-def encode_clip_keys(model: SpVOS, frames: torch.Tensor, budget: float | None, tau: float = 1.0,
-                     generator: torch.Generator | None = None) -> ClipKeys:
-    """Key features of clips frames [B, T, 3, H, W] in [0, 1].
-
-    budget None: every frame dense (one batched call). Otherwise frame 0 runs dense (as the
-    first frame does at inference) and frames 1..T-1 run gated at ``budget``, each taking the
-    previous frame's state (gradients flow through it).
-    """
-    b, t = frames.shape[:2]
-    if budget is None:
-        out = model.encode_key(frames.flatten(0, 1), dense=True).features
-        parts = [x.view(b, t, *x.shape[1:]).unbind(1) for x in out[:4]]
-        return ClipKeys([KeyFeatures(*p) for p in zip(*parts)], None, None)
-    cost_model = cost_model_for(model, frames.shape[3], frames.shape[4])
-    first = model.encode_key(frames[:, 0], dense=True)
-    features, state, expected, realized = [first.features], first.state, [], []
-    for i in range(1, t):
-        out, probabilities = model.encode_key_with_gates(frames[:, i], state, budget, tau=tau, generator=generator)
-        features.append(out.features)
-        state = out.state
-        expected.append(cost_model.expected_cost(probabilities))
-        realized.append(cost_model.realized_fraction(out.decisions))
-    return ClipKeys(features, torch.stack(expected).mean(0), sum(realized) / len(realized))
-
-
-def spvos_training_step(model: SpVOS, frames: torch.Tensor, masks: torch.Tensor, object_valid: torch.Tensor, *,
-                        budget: float | None, tau: float = 1.0, generator: torch.Generator | None = None,
-                        sparsity_weight: float = 1.0, top_fraction: float = 1.0, dice_weight: float = 0.0,
-                        ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one training batch (the caller runs backward and the optimizer).
-
-    budget None: a dense batch (task loss only). Otherwise gated frames at ``budget``, loss =
-    task + sparsity_weight * sparsity_loss(expected cost, budget). Task loss: the VOS loss of
-    :func:`vseg.train.losses.clip_task_loss`. Returns (loss, stats as floats).
-    """
-    # imported here: the inference path of this module must not pull in the training code
-    from vseg.train.losses import clip_task_loss, rollout_clip
-
-    keys = encode_clip_keys(model, frames, budget, tau, generator)
-    logits = rollout_clip(model, frames, masks, object_valid, keys.features).logits
-    task = clip_task_loss(logits, masks, object_valid, top_fraction, dice_weight)
-    stats = {"task": task.item()}
-    loss = task
-    if keys.expected_cost is not None:
-        sparsity = sparsity_loss(keys.expected_cost, budget)
-        loss = task + sparsity_weight * sparsity
-        stats.update(budget=float(budget), sparsity=sparsity.item(), expected_cost=keys.expected_cost.mean().item(),
-                     realized_cost=keys.realized_cost)
-    stats["loss"] = loss.item()
-    return loss, stats
-
-
 __all__ = [
     "STAGES",
-    "ClipKeys",
     "SpVOS",
     "SpVOSConfig",
+    "SparseDecodeOutput",
     "SparseKeyOutput",
     "encode_clip_keys",
     "fold_batchnorm",

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vseg.errors import InputError
+from vseg.export.graphs import ENGINES
 from vseg.runtime.backends import Backend, Geometry, TorchBackend
 from vseg.runtime.memory import MemoryStore
 from vseg.runtime.policies import KEYFRAME_KINDS, FrameGflops, MemoryPolicy, make_policy
@@ -53,7 +54,7 @@ class StepResult:
 
     @property
     def key_cost(self):
-        """spvos: the key encoder's :class:`~vseg.models.cost.FrameCost` (None otherwise)."""
+        """spvos: the :class:`~vseg.models.cost.FrameCost` of its gated engines (None otherwise)."""
         return self.gflops.key
 
 
@@ -116,14 +117,15 @@ class InferenceCore:
         try:
             plan = self.policy.plan(index, state)
             key_out = self.backend.infer("encode_key", {"frame": image, **self.policy.key_feeds(plan, state)})
-            probs = first_probs if first_probs is not None else self._decode(key_out, state)
+            outputs = key_out if first_probs is not None else {**key_out, **self._decode(key_out, plan, state)}
+            probs = first_probs if first_probs is not None else torch.softmax(outputs["logits"].float(), dim=1)
             if plan.writes_memory:
                 values = self.backend.infer("encode_value", {"frame": image, "masks": probs[:, 1:],
                                                              "feat16": key_out["feat16"]})["values"]
                 state.memory.write(key_out["key"], values, frame_index=index)
-            self.policy.after_frame(plan, key_out, probs, state)
+            self.policy.after_frame(plan, outputs, probs, state)
             state.set("frame_index", index + 1)
-            gflops = self.policy.frame_gflops(plan, key_out)
+            gflops = self.policy.frame_gflops(plan, outputs)
             probabilities, ids = self._crop(probs)
         except BaseException:
             state.discard()
@@ -176,7 +178,7 @@ class InferenceCore:
         wp = self._size[1] + self._pad[0] + self._pad[1]
         self.geometry = self.backend.bind(Geometry(hp, wp, len(chosen), self.capacity))
         device = self.backend.device
-        initial = self.policy.bind(self.geometry, self.backend.input_specs("encode_key"), device)
+        initial = self.policy.bind(self.geometry, {e: self.backend.input_specs(e) for e in ENGINES}, device)
         self.state = VideoState(self.geometry.capacity, frame_index=0, **initial)
         self.costs, self.kinds = [], []
         self.object_ids = tuple(chosen)
@@ -192,13 +194,14 @@ class InferenceCore:
 
     # -- engines -----------------------------------------------------------------------------
 
-    def _decode(self, key_out: dict[str, torch.Tensor], state: VideoState) -> torch.Tensor:
-        """Memory read + decode of the front memory -> probabilities [1, K+1, Hp, Wp]."""
+    def _decode(self, key_out: dict[str, torch.Tensor], plan, state: VideoState) -> dict[str, torch.Tensor]:
+        """Memory read + decode of the front memory -> the decode engine's outputs by name
+        (logits [1, K+1, Hp, Wp], and what the policy's decode_feeds ask for back)."""
         mem = state.memory.front
         feeds = {name: key_out[name] for name in ("key", "feat16", "skip8", "skip4")}
         feeds.update(mem_keys=mem.keys, mem_values=mem.values, mem_valid=mem.valid, object_valid=self._object_valid)
-        logits = self.backend.infer("decode", feeds)["logits"]
-        return torch.softmax(logits.float(), dim=1)
+        feeds.update(self.policy.decode_feeds(plan, state))
+        return self.backend.infer("decode", feeds)
 
     # -- output ------------------------------------------------------------------------------
 

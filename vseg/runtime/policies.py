@@ -10,8 +10,10 @@ model and backend; everything family-specific sits in ONE policy object, chosen 
   ``prev_feat16`` [1, C16, h, w] and the foreground probability ``prev_fg`` [1, 1, H, W].
 - :class:`SparsePolicy` (spvos): the same memory writes; the key encoder runs all-dense on
   the first frame, on memory writes and once ``dense_every`` frames have passed since the last
-  dense frame, gated at ``budget`` otherwise; the gate state (``state_in.*``) carries over;
-  the realized GFLOPs come from the engine's int32 ``decision.*`` outputs.
+  dense frame, gated at ``budget`` otherwise; the gated decoder likewise, and also on the first
+  decoded frame (frame 0 is not decoded, so there is no previous decode to reuse); the gate
+  state of both engines (``state_in.*``) carries over; the realized GFLOPs come from the
+  engines' int32 ``decision.*`` outputs.
 
 A policy holds options and cost tables, never per-video state: that lives in the double-
 buffered :class:`~vseg.runtime.state.VideoState` the loop passes in, so one policy object can
@@ -46,6 +48,7 @@ class FramePlan:
     kind: str
     writes_memory: bool
     dense: bool  # the key encoder computes every output (always, for the dense models)
+    decode_dense: bool = True  # the decoder does (spvos: also on the first decoded frame)
 
     @property
     def keyframe(self) -> bool:
@@ -55,7 +58,8 @@ class FramePlan:
 @dataclass(frozen=True)
 class FrameGflops:
     """GFLOPs of one frame: ``dense`` if every layer ran densely, ``realized`` for what ran
-    (they differ only on spvos's gated frames); ``key`` the spvos key encoder's detail."""
+    (they differ only on spvos's gated frames); ``key``: spvos's detail for its gated engines
+    (encode_key and, when the frame decoded, the decoder)."""
 
     dense: float
     realized: float
@@ -74,9 +78,10 @@ class MemoryPolicy:
     def options(self) -> dict:
         return {"mem_every": self.mem_every}
 
-    def bind(self, geometry: Geometry, key_specs: dict[str, TensorSpec], device: torch.device) -> dict:
+    def bind(self, geometry: Geometry, specs: dict[str, dict[str, TensorSpec]], device: torch.device) -> dict:
         """Count the engines' GFLOPs at ``geometry``; returns the initial state values (the
-        encode_key inputs a first frame needs besides ``frame``, from their specs)."""
+        engine inputs a first frame needs besides the frame loop's own, from ``specs``:
+        {engine: {input name: spec}})."""
         self._gflops = _engine_gflops(self.model_name, json.dumps(self.config, sort_keys=True), geometry)
         return {}
 
@@ -92,20 +97,20 @@ class MemoryPolicy:
         """encode_key inputs besides ``frame``."""
         return {}
 
-    def after_frame(self, plan: FramePlan, key_out: dict[str, torch.Tensor], probs: torch.Tensor,
+    def decode_feeds(self, plan: FramePlan, state: VideoState) -> dict[str, torch.Tensor]:
+        """decode inputs besides the features, the memory and ``object_valid``."""
+        return {}
+
+    def after_frame(self, plan: FramePlan, outputs: dict[str, torch.Tensor], probs: torch.Tensor,
                     state: VideoState) -> None:
-        """Write what the next frame needs into the state's back buffer. probs [1, K+1, H, W]."""
+        """Write what the next frame needs into the state's back buffer. outputs: the frame's
+        encode_key and (unless it is the first frame) decode outputs by name; probs [1, K+1, H, W]."""
 
-    def frame_gflops(self, plan: FramePlan, key_out: dict[str, torch.Tensor]) -> FrameGflops:
-        key = self._key_cost(plan, key_out)
-        rest = (self._gflops["segment"] if plan.kind != "first" else 0.0)  # the mask frame decodes nothing
-        rest += self._gflops["encode_value"] if plan.writes_memory else 0.0
-        dense = key.dense_gflops if key is not None else self._gflops["encode_key"]
-        realized = key.realized_gflops if key is not None else self._gflops["encode_key"]
-        return FrameGflops(dense + rest, realized + rest, key)
-
-    def _key_cost(self, plan: FramePlan, key_out: dict[str, torch.Tensor]) -> FrameCost | None:
-        return None
+    def frame_gflops(self, plan: FramePlan, outputs: dict[str, torch.Tensor]) -> FrameGflops:
+        """GFLOPs of the frame; outputs as in :meth:`after_frame`."""
+        dense = self._gflops["encode_key"] + (self._gflops["segment"] if plan.kind != "first" else 0.0)
+        dense += self._gflops["encode_value"] if plan.writes_memory else 0.0
+        return FrameGflops(dense, dense)
 
     def summary(self, costs: list[FrameGflops]) -> dict:
         """Policy-specific part of a video's summary (spvos: its sparse-cost figures)."""
@@ -115,16 +120,17 @@ class MemoryPolicy:
 class StffPolicy(MemoryPolicy):
     """lite with STFF: memory writes plus the previous frame's feature and foreground."""
 
-    def bind(self, geometry: Geometry, key_specs: dict[str, TensorSpec], device: torch.device) -> dict:
-        super().bind(geometry, key_specs, device)
+    def bind(self, geometry: Geometry, specs: dict[str, dict[str, TensorSpec]], device: torch.device) -> dict:
+        super().bind(geometry, specs, device)
+        key_specs = specs["encode_key"]
         return {name: torch.zeros(key_specs[name].shape, dtype=key_specs[name].dtype, device=device)
                 for name in ("prev_feat16", "prev_fg")}
 
     def key_feeds(self, plan: FramePlan, state: VideoState) -> dict[str, torch.Tensor]:
         return {"prev_feat16": state["prev_feat16"], "prev_fg": state["prev_fg"]}
 
-    def after_frame(self, plan, key_out, probs, state) -> None:
-        state.set("prev_feat16", key_out["next_feat16"])
+    def after_frame(self, plan, outputs, probs, state) -> None:
+        state.set("prev_feat16", outputs["next_feat16"])
         state.set("prev_fg", 1 - probs[:, :1])
 
 
@@ -140,18 +146,22 @@ class SparsePolicy(MemoryPolicy):
         if self.dense_every < 1:
             raise VsegError(f"dense_every must be >= 1, got {self.dense_every}")
         self._cost_model = None
-        self._state_names: list[str] = []
+        self._key_state: list[str] = []  # state names of encode_key, then of decode
+        self._decoder_state: list[str] = []
 
     def options(self) -> dict:
         return {**super().options(), "budget": self.budget, "dense_every": self.dense_every}
 
-    def bind(self, geometry: Geometry, key_specs: dict[str, TensorSpec], device: torch.device) -> dict:
-        super().bind(geometry, key_specs, device)
-        self._cost_model = cost_model_for(self._meta_model(), geometry.height, geometry.width)
-        self._state_names = [n[len(STATE_IN):] for n in key_specs if n.startswith(STATE_IN)]
-        initial = {STATE_IN + n: torch.zeros(key_specs[STATE_IN + n].shape, dtype=key_specs[STATE_IN + n].dtype,
-                                             device=device) for n in self._state_names}
-        return {**initial, "last_dense": -1}
+    def bind(self, geometry: Geometry, specs: dict[str, dict[str, TensorSpec]], device: torch.device) -> dict:
+        super().bind(geometry, specs, device)
+        self._cost_model = cost_model_for(self._meta_model(), geometry.height, geometry.width, geometry.objects)
+        initial = {}
+        for engine, names in (("encode_key", self._key_state), ("decode", self._decoder_state)):
+            names[:] = [n[len(STATE_IN):] for n in specs[engine] if n.startswith(STATE_IN)]
+            initial.update({STATE_IN + n: torch.zeros(specs[engine][STATE_IN + n].shape,
+                                                      dtype=specs[engine][STATE_IN + n].dtype, device=device)
+                            for n in names})
+        return {**initial, "last_dense": -1, "decoder_ready": False}
 
     def plan(self, index: int, state: VideoState) -> FramePlan:
         writes = index % self.mem_every == 0
@@ -162,25 +172,45 @@ class SparsePolicy(MemoryPolicy):
             kind = "memory"
         else:
             kind = "refresh" if refresh else "sparse"
-        return FramePlan(index, kind, writes, dense=writes or refresh)
+        dense = writes or refresh
+        return FramePlan(index, kind, writes, dense=dense, decode_dense=dense or not state["decoder_ready"])
 
     def key_feeds(self, plan: FramePlan, state: VideoState) -> dict[str, torch.Tensor]:
         feeds = {"dense": torch.tensor([plan.dense]), "budget": torch.tensor([self.budget], dtype=torch.float32)}
-        feeds.update({STATE_IN + n: state[STATE_IN + n] for n in self._state_names})
+        feeds.update({STATE_IN + n: state[STATE_IN + n] for n in self._key_state})
         return feeds
 
-    def after_frame(self, plan, key_out, probs, state) -> None:
-        for name in self._state_names:
-            state.set(STATE_IN + name, key_out[STATE_OUT + name])
+    def decode_feeds(self, plan: FramePlan, state: VideoState) -> dict[str, torch.Tensor]:
+        if not self._decoder_state:  # a key-encoder-only spvos
+            return {}
+        feeds = {"dense": torch.tensor([plan.decode_dense]),
+                 "budget": torch.tensor([self.budget], dtype=torch.float32)}
+        feeds.update({STATE_IN + n: state[STATE_IN + n] for n in self._decoder_state})
+        return feeds
+
+    def after_frame(self, plan, outputs, probs, state) -> None:
+        decoded = "logits" in outputs
+        for name in self._key_state + (self._decoder_state if decoded else []):
+            state.set(STATE_IN + name, outputs[STATE_OUT + name])
+        if decoded:
+            state.set("decoder_ready", True)
         if plan.dense:
             state.set("last_dense", plan.index)
 
-    def _key_cost(self, plan: FramePlan, key_out: dict[str, torch.Tensor]) -> FrameCost:
-        decisions = [key_out[DECISION + name] for name in self._cost_model.names]
-        return self._cost_model.frame_cost(decisions, plan.dense)
+    def frame_gflops(self, plan: FramePlan, outputs: dict[str, torch.Tensor]) -> FrameGflops:
+        model = self._cost_model
+        key_decisions = [outputs[DECISION + n] for n in model.key.names]
+        decoded = "logits" in outputs
+        decoder_decisions = [outputs[DECISION + n] for n in model.decoder.names] if decoded else None
+        cost = model.frame_cost(key_decisions, plan.dense, decoder_decisions, plan.decode_dense)
+        # what the cost model leaves out: the memory read and the memory write
+        rest = self._gflops["segment"] - model.decode_dense_flops / 1e9 if decoded else 0.0
+        rest += self._gflops["encode_value"] if plan.writes_memory else 0.0
+        return FrameGflops(cost.dense_gflops + rest, cost.realized_gflops + rest, cost)
 
     def summary(self, costs: list[FrameGflops]) -> dict:
         return {"sparse": {"budget": self.budget, "dense_every": self.dense_every,
+                           "gated_share_of_dense": round(self._cost_model.gated_share(), 4),
                            **summarise_frame_costs([c.key for c in costs])}}
 
 
