@@ -1,0 +1,112 @@
+"""spvos against stm on a held-out VOS set: J&F and GFLOPs over whole clips at several budgets
+(issue 4), from one set of spvos weights.
+
+Every clip runs through the runtime's InferenceCore (torch backend), first frame, memory
+writes and ``dense_every`` refreshes included, so the saving is the one a user gets: 1 -
+(spvos realized GFLOPs summed over all frames) / (stm GFLOPs summed over the same frames).
+The spvos rows use the budgets given; the stm row is the dense reference. Example (CPU):
+
+    python benchmarks/spvos_budget_curve.py --data data/seed2 --stm runs/stm/stm.safetensors \\
+        --spvos runs/spvos/spvos.safetensors --budgets 0.2,0.35,0.5,0.65,0.8 --json spvos_budgets.json
+
+Prints a markdown table; ``--json`` also keeps J&F per sequence and per-layer decision shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vseg.jsonio import write_json
+from vseg.models.registry import load_model, model_name
+from vseg.models.spvos import spvos_from_stm
+from vseg.models.weights import load_named_model
+from vseg.runtime.inference_core import InferenceCore
+from vseg.train.validate import validate_vos
+
+
+class CountingPredictor:
+    """A validate_vos predictor running ``model`` through an InferenceCore per clip and adding
+    up dense and realized GFLOPs and the per-layer decision shares of every frame."""
+
+    def __init__(self, model, mem_every: int, budget: float | None = None, dense_every: int | None = None):
+        self.model, self.mem_every, self.budget, self.dense_every = model, mem_every, budget, dense_every
+        self.dense = self.realized = 0.0
+        self.frames = 0
+        self.shares: dict[str, list] = defaultdict(list)
+
+    def __call__(self, name: str, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
+        core = InferenceCore(self.model, mem_every=self.mem_every, budget=self.budget, dense_every=self.dense_every)
+        out = np.empty(frames.shape[:3], np.uint8)
+        for t in range(len(frames)):
+            result = core.step(frames[t], first_mask if t == 0 else None)
+            out[t] = result.ids
+            cost = core.costs[-1]
+            self.dense += cost.dense
+            self.realized += cost.realized
+            if cost.key is not None:
+                for layer, share in cost.key.layers.items():
+                    self.shares[layer].append(share)
+        self.frames += len(frames)
+        return out
+
+    def summary(self) -> dict:
+        shares = {layer: {k: float(np.mean([s[k] for s in rows])) for k in rows[0]}
+                  for layer, rows in self.shares.items()}
+        return {"frames": self.frames, "dense_gflops": self.dense, "realized_gflops": self.realized,
+                "layer_shares": shares}
+
+
+def score(predictor: CountingPredictor, args) -> dict:
+    result = validate_vos(predictor, args.data, split=args.split, max_sequences=args.max_sequences)
+    return {**{k: result[k] for k in ("J&F", "J", "F", "num_sequences", "num_objects", "sequences")},
+            **predictor.summary()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="DAVIS-layout held-out set")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--stm", required=True, help="stm weights (the dense reference)")
+    parser.add_argument("--spvos", required=True, help="spvos weights (stm weights: fresh, untrained gates)")
+    parser.add_argument("--budgets", default="0.2,0.35,0.5,0.65,0.8")
+    parser.add_argument("--mem-every", type=int, default=5)
+    parser.add_argument("--dense-every", type=int, default=None, help="default: the model's")
+    parser.add_argument("--max-sequences", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    stm = load_named_model("stm", args.stm)
+    spvos = load_model(args.spvos).float().eval()
+    if model_name(spvos) == "stm":  # untrained gates on stm weights: a baseline for the trained ones
+        spvos = spvos_from_stm(spvos).eval()
+    elif model_name(spvos) != "spvos":
+        raise SystemExit(f"{args.spvos} holds a {model_name(spvos)} model, not spvos or stm")
+    reference = score(CountingPredictor(stm, args.mem_every), args)
+    rows = [{"model": "stm", "budget": None, **reference, "saving": 0.0}]
+    for budget in (float(b) for b in args.budgets.split(",")):
+        row = score(CountingPredictor(spvos, args.mem_every, budget, args.dense_every), args)
+        row["saving"] = 1.0 - row["realized_gflops"] / reference["realized_gflops"]
+        rows.append({"model": "spvos", "budget": budget, **row})
+        print(f"budget {budget}: J&F {row['J&F']:.2f}, saving {100 * row['saving']:.1f}%", flush=True)
+    lines = ["| model | budget | J&F | J | F | GFLOPs / frame | saved vs stm |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        budget = "dense" if r["budget"] is None else f"{r['budget']:.2f}"
+        lines.append(f"| {r['model']} | {budget} | {r['J&F']:.2f} | {r['J']:.2f} | {r['F']:.2f} | "
+                     f"{r['realized_gflops'] / r['frames']:.2f} | {100 * r['saving']:.1f}% |")
+    print("\n".join(lines))
+    result = {"data": str(args.data), "split": args.split, "stm": args.stm, "spvos": args.spvos,
+              "mem_every": args.mem_every, "rows": rows}
+    if args.json:
+        write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
