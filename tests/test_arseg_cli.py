@@ -56,7 +56,7 @@ def _branch_gap(model, name: str, other: str) -> float:
     """Largest difference between the parameters of two branches (hr and lr share one layout;
     BatchNorm's running statistics are left out: a training step updates them)."""
     a, b = dict(getattr(model, name).named_parameters()), dict(getattr(model, other).named_parameters())
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
+    return max(float((a[k] - b[k]).detach().abs().max()) for k in a)
 
 
 @pytest.mark.parametrize("keep", [True, False])
@@ -71,7 +71,7 @@ def test_phase2_continues_from_saved_weights_with_keep_lr(setup, tmp_path, keep)
     trained = load_model(tmp_path / "run" / "arseg.safetensors")
     # one warm-up step moves a weight by about lr / warmup_steps = 4e-5
     if keep:
-        assert max(float((a - b).abs().max()) for a, b in
+        assert max(float((a - b).detach().abs().max()) for a, b in
                    zip(trained.lr.parameters(), start.lr.parameters())) < 1e-3
     else:
         assert _branch_gap(trained, "lr", "hr") < 1e-3
