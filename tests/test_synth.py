@@ -107,6 +107,18 @@ def test_vos_same_seed_same_bytes_and_prefix(vos, tmp_path):
     assert list(a.values()) != list(b.values())
 
 
+def test_vos_without_videos_writes_the_same_frames_and_no_pyav_is_needed(vos, tmp_path, monkeypatch):
+    root, _ = vos
+    modules = __import__("sys").modules
+    monkeypatch.setitem(modules, "av", None)  # any import of PyAV now fails,
+    monkeypatch.delitem(modules, "vseg.data.encode", raising=False)  # also through our encoder
+    summary = synth_vos.generate_vos(tmp_path, clips=1, videos=False, **VOS)
+    assert not (tmp_path / "videos").exists() and summary["videos"] is False
+    for pattern in ("Annotations/480p/*/*.png", "JPEGImages/480p/*/*.jpg"):
+        new = _files(tmp_path, pattern)
+        assert new == {k: v for k, v in _files(root, pattern).items() if k in new} and len(new) == VOS["frames"]
+
+
 def _clip_masks(root: Path, name: str) -> np.ndarray:
     folder = root / "Annotations" / "480p" / name
     return np.stack([read_mask(folder / f"{t:05d}.png")[0] for t in range(VOS["frames"])])

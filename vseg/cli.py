@@ -438,12 +438,14 @@ def synth_vos(
     height: Annotated[int, typer.Option("--height", help="Frame height (even).")] = 480,
     width: Annotated[int, typer.Option("--width", help="Frame width (even).")] = 854,
     val_fraction: ValFraction = 0.2,
+    videos: Annotated[bool, typer.Option("--videos/--no-videos", help="Also write videos/<clip>.mp4 (training needs only the frames and masks).")] = True,
 ) -> None:
     """Synthetic semi-supervised VOS clips in the DAVIS-2017 layout, with an IP-only H.264 mp4 per clip."""
     from vseg.data.synth_vos import generate_vos
 
-    _generate(generate_vos, "JPEGImages/480p, Annotations/480p, ImageSets/2017, videos/", out, clips, seed,
-              frames=frames, height=height, width=width, val_fraction=val_fraction)
+    layout = "JPEGImages/480p, Annotations/480p, ImageSets/2017" + (", videos/" if videos else "")
+    _generate(generate_vos, layout, out, clips, seed, frames=frames, height=height, width=width,
+              val_fraction=val_fraction, videos=videos)
 
 
 @data_app.command("synth-vss")

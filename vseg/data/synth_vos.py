@@ -24,6 +24,7 @@ gives byte-identical annotations and JPEGs, and N clips are a prefix of N+1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -34,7 +35,6 @@ import numpy as np
 import torch
 
 from vseg.data import synth_common as sc
-from vseg.data.encode import H264Writer
 from vseg.data.palette import atomic_save, write_mask
 
 KEYINT = 12
@@ -382,8 +382,17 @@ def sequence_name(seed: int, index: int) -> str:
     return f"synth-{seed}-{index:04d}"
 
 
+def _video_writer(path: Path, width: int, height: int, enabled: bool):
+    """An IP-only H.264 writer for the clip's mp4, or a context holding None when ``enabled`` is off."""
+    if not enabled:
+        return contextlib.nullcontext()
+    from vseg.data.encode import H264Writer  # PyAV only when videos are written
+
+    return H264Writer(path, width, height, fps=FPS, keyint=KEYINT)
+
+
 def generate_vos(out_dir: str | Path, clips: int, seed: int, frames: int = 30, height: int = 480,
-                 width: int = 854, val_fraction: float = 0.2,
+                 width: int = 854, val_fraction: float = 0.2, videos: bool = True,
                  on_clip: Callable[[int, str], None] | None = None) -> dict:
     """Write ``clips`` synthetic VOS clips in the DAVIS-2017 layout (see the module docstring).
 
@@ -391,12 +400,13 @@ def generate_vos(out_dir: str | Path, clips: int, seed: int, frames: int = 30, h
     of the clips (chosen by index, stable as clips are added) go to val.txt. ``on_clip(index,
     name)`` is called after each clip is written (progress bars). Returns a summary dict
     (also written to ``synth_vos.json``): options, train/val names and each clip's objects
-    and events (crossings, exits).
+    and events (crossings, exits). ``videos`` False skips ``videos/`` (training reads only the
+    JPEGs and masks; without videos no PyAV is needed, e.g. on a machine that lacks it).
     """
     sc.check_generation_args(clips, seed, frames, height, width, val_fraction)
     root = Path(out_dir)
     summary: dict = {"layout": "davis", "seed": seed, "frames": frames, "height": height, "width": width,
-                     "val_fraction": val_fraction, "keyint": KEYINT, "fps": FPS,
+                     "val_fraction": val_fraction, "keyint": KEYINT, "fps": FPS, "videos": videos,
                      "train": [], "val": [], "clips": []}
     for index in range(clips):
         name = sequence_name(seed, index)
@@ -406,12 +416,13 @@ def generate_vos(out_dir: str | Path, clips: int, seed: int, frames: int = 30, h
         mask_dir = root / "Annotations" / "480p" / name
         sc.clear_folder(jpeg_dir, "*.jpg")
         sc.clear_folder(mask_dir, "*.png")
-        with H264Writer(root / "videos" / f"{name}.mp4", width, height, fps=FPS, keyint=KEYINT) as video:
+        with _video_writer(root / "videos" / f"{name}.mp4", width, height, videos) as video:
             for t in range(frames):
                 rgb, labels, _ = render_frame(plan, t, noise_rng)
                 sc.save_jpeg(jpeg_dir / f"{t:05d}.jpg", rgb)
                 write_mask(mask_dir / f"{t:05d}.png", labels)
-                video.write(rgb)
+                if video is not None:
+                    video.write(rgb)
         split = "val" if sc.is_val_clip(index, val_fraction) else "train"
         summary[split].append(name)
         summary["clips"].append({
