@@ -4,7 +4,9 @@
 Every clip runs through the runtime's InferenceCore (torch backend), first frame, memory
 writes and ``dense_every`` refreshes included, so the saving is the one a user gets: 1 -
 (spvos realized GFLOPs summed over all frames) / (stm GFLOPs summed over the same frames).
-The spvos rows use the budgets given; the stm row is the dense reference. Example (CPU):
+The spvos rows use the budgets given; the stm row is the dense reference, and an "spvos dense"
+row runs spvos with every frame dense, which separates what the gates cost from what spvos's
+own training changed. Example (CPU):
 
     python benchmarks/spvos_budget_curve.py --data data/seed2 --stm runs/stm/stm.safetensors \\
         --spvos runs/spvos/spvos.safetensors --budgets 0.2,0.35,0.5,0.65,0.8 --json spvos_budgets.json
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"{args.spvos} holds a {model_name(spvos)} model, not spvos or stm")
     reference = score(CountingPredictor(stm, args.mem_every), args)
     rows = [{"model": "stm", "budget": None, **reference, "saving": 0.0}]
+    own_dense = score(CountingPredictor(spvos, args.mem_every, dense_every=1), args)
+    rows.append({"model": "spvos", "budget": None, **own_dense,
+                 "saving": 1.0 - own_dense["realized_gflops"] / reference["realized_gflops"]})
     for budget in (float(b) for b in args.budgets.split(",")):
         row = score(CountingPredictor(spvos, args.mem_every, budget, args.dense_every), args)
         row["saving"] = 1.0 - row["realized_gflops"] / reference["realized_gflops"]

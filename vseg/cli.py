@@ -365,6 +365,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Clips per step (default: 1 for VOS models, 8 for arseg).")] = None,
     crop: Annotated[tuple[int, int], typer.Option("--crop", help="Training crop H W.")] = (128, 224),
     clip_len: Annotated[int, typer.Option("--clip-len", help="Frames per training clip (>= 3).")] = 3,
+    workers: Annotated[int, typer.Option("--workers", help="Data-loading processes (0: in the training process).")] = 0,
     lr: Annotated[float, typer.Option("--lr")] = 5e-4,
     seed: Seed = 0,
     val_data: Annotated[Path | None, typer.Option("--val-data", help="Dataset whose val split gives the periodic J&F.")] = None,
@@ -392,6 +393,7 @@ def train(
         raise VsegError(f"vseg train --model takes stm, lite, spvos or arseg, not {model!r}")
     cfg = TrainConfig(model=model, data=str(data), out=str(run_dir), weights=str(out) if out else None,
                       steps=steps, batch_size=batch_size or 1, crop=tuple(crop), clip_len=clip_len, lr=lr, seed=seed,
+                      num_workers=workers,
                       val_data=str(val_data) if val_data else None, val_every=val_every,
                       resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,
                       freeze_norm_at=freeze_norm_at,
