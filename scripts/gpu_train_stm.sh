@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Train `stm` (issue 3) on a lent GPU machine in calls shorter than the device tool's 10-minute
+# limit. Call it again and again on the same warm machine: each call generates the synthetic
+# data if it is missing, trains until its time is up (checkpoints are atomic, so the next call
+# resumes from the newest), and once the run has finished scores the held-out set and copies the
+# weights and scores to $OUT.
+#
+#   bash scripts/gpu_train_stm.sh          # in a device `run`, repeated until $OUT/heldout.json
+#
+# No install: the device's python3 has PyTorch and the pure-Python dependencies but no PyAV, so
+# the data are written without videos and nothing here imports PyAV. Settings by environment:
+# STEPS, BATCH, LR, WORKERS, CALL_SECONDS (time this call may use), DATA, RUN, OUT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+steps=${STEPS:-12000} batch=${BATCH:-8} lr=${LR:-1e-3} workers=${WORKERS:-8}
+call_seconds=${CALL_SECONDS:-540}
+data=${DATA:-runs/gpu-data} run=${RUN:-runs/gpu-stm} out=${OUT:-runs/gpu-out}
+start=$(date +%s)
+mkdir -p "$out"
+
+# The data sets of BENCHMARKS.md / the model cards (160x288, 30 frames), both at once.
+if [ ! -f "$data/seed1/synth_vos.json" ] || [ ! -f "$data/seed2/synth_vos.json" ]; then
+  $py -m vseg data synth-vos --out "$data/seed1" --clips 240 --seed 1 --frames 30 --height 160 --width 288 \
+      --val-fraction 0.05 --no-videos &
+  $py -m vseg data synth-vos --out "$data/seed2" --clips 30 --seed 2 --frames 30 --height 160 --width 288 \
+      --val-fraction 1.0 --no-videos &
+  wait
+fi
+
+if [ ! -f "$run/stm.safetensors" ]; then
+  left=$(( call_seconds - ($(date +%s) - start) ))
+  resume=()
+  if compgen -G "$run/checkpoints/step_*" > /dev/null; then resume=(--resume "$run"); fi
+  set +e
+  timeout "$left" $py -m vseg train --model stm --data "$data/seed1" --steps "$steps" --batch-size "$batch" \
+      --lr "$lr" --freeze-norm-at 0.8 --workers "$workers" --val-data "$data/seed1" --val-every 2000 \
+      --run-dir "$run" --json "$out/train.json" "${resume[@]}" 2>&1 | tee -a "$out/train.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$rc" -eq 124 ]; then echo "time is up for this call: run the script again to resume"; exit 0; fi
+  [ "$rc" -eq 0 ] || exit "$rc"
+fi
+
+$py - "$run/stm.safetensors" "$data/seed2" "$out/heldout.json" <<'EOF'
+import sys
+from vseg.jsonio import write_json
+from vseg.models.weights import load_named_model
+from vseg.train import validate_vos
+weights, data, out = sys.argv[1:]
+scores = validate_vos(load_named_model("stm", weights), data, split="val")
+write_json(out, {k: scores[k] for k in ("J&F", "J", "F", "num_sequences", "num_objects", "sequences")})
+print(f"held-out seed-2 J&F {scores['J&F']:.2f} (J {scores['J']:.2f}, F {scores['F']:.2f})")
+EOF
+cp "$run/stm.safetensors" "$out/"
