@@ -27,15 +27,11 @@ from vseg.jsonio import write_json
 from vseg.models.weights import load_named_model
 from vseg.train import TrainConfig, train_vos, validate_vos
 
-# (row name, TrainConfig switches); each row adds one part to the row before it
-ROWS = [
-    ("no KD", dict(use_kd=False, use_smooth=False, use_stff=False, use_discriminator=False, use_adaptive_lr=False)),
-    ("feature KD", dict(use_kd=True, use_smooth=False, use_stff=False, use_discriminator=False, use_adaptive_lr=False)),
-    ("+ Smooth Block", dict(use_kd=True, use_smooth=True, use_stff=False, use_discriminator=False, use_adaptive_lr=False)),
-    ("+ STFF", dict(use_kd=True, use_smooth=True, use_stff=True, use_discriminator=False, use_adaptive_lr=False)),
-    ("+ discriminator", dict(use_kd=True, use_smooth=True, use_stff=True, use_discriminator=True, use_adaptive_lr=False)),
-    ("+ adaptive LR", dict(use_kd=True, use_smooth=True, use_stff=True, use_discriminator=True, use_adaptive_lr=True)),
-]
+# Row i switches on the first i parts (TrainConfig flags), in this order.
+PARTS = [("feature KD", "use_kd"), ("+ Smooth Block", "use_smooth"), ("+ STFF", "use_stff"),
+         ("+ discriminator", "use_discriminator"), ("+ adaptive LR", "use_adaptive_lr")]
+ROWS = [(name, {flag: j < i for j, (_, flag) in enumerate(PARTS)})
+        for i, name in enumerate(["no KD"] + [name for name, _ in PARTS])]
 
 
 def run_row(name: str, switches: dict, args: argparse.Namespace) -> dict:
