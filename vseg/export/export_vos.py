@@ -194,7 +194,7 @@ def export_engines(model: torch.nn.Module, out_dir: str | os.PathLike, *, flavor
         "engines": entries,
         "versions": versions(),
         "parity": {"tolerance": tolerance, "frames": parity_frames, "clip_seed": seed,
-                   "providers": PARITY_PROVIDERS, "decision_shares": decision_shares(cases, graphs["encode_key"]),
+                   "providers": PARITY_PROVIDERS, "decision_shares": decision_shares(cases, graphs),
                    "engines": parity},
     }
     write_manifest(out, manifest)

@@ -128,21 +128,23 @@ def record_vos_cases(graphs: dict[str, torch.nn.Module], model: MemoryNetwork, f
     return cases
 
 
-def decision_shares(cases: Cases, graph: torch.nn.Module) -> dict[str, float] | None:
-    """Share of REUSE / COARSE / DENSE tiles over the sparse frames of the recorded encode_key
-    cases (None for models without gates, or without a sparse frame)."""
-    counts = torch.zeros(3, dtype=torch.float64)
-    for inputs in cases["encode_key"]:
-        if "dense" not in inputs or bool(inputs["dense"].any()):
-            continue
-        with torch.inference_mode():
-            outputs = dict(zip(graph.output_names, graph(*inputs.values())))
-        for name, value in outputs.items():
-            if name.startswith(DECISION):
-                counts += torch.bincount(value.flatten().long(), minlength=3)[:3].double()
-    if counts.sum() == 0:
-        return None
-    return dict(zip(("reuse", "coarse", "dense"), (counts / counts.sum()).tolist()))
+def decision_shares(cases: Cases, graphs: dict[str, torch.nn.Module]) -> dict[str, dict[str, float]] | None:
+    """Per gated engine (encode_key, decode), the share of REUSE / COARSE / DENSE tiles over the
+    sparse frames of its recorded cases; None for models without gates or without a sparse frame."""
+    shares = {}
+    for engine, graph in graphs.items():
+        counts = torch.zeros(3, dtype=torch.float64)
+        for inputs in cases.get(engine, []):
+            if "dense" not in inputs or bool(inputs["dense"].any()):
+                continue
+            with torch.inference_mode():
+                outputs = dict(zip(graph.output_names, graph(*inputs.values())))
+            for name, value in outputs.items():
+                if name.startswith(DECISION):
+                    counts += torch.bincount(value.flatten().long(), minlength=3)[:3].double()
+        if counts.sum() > 0:
+            shares[engine] = dict(zip(("reuse", "coarse", "dense"), (counts / counts.sum()).tolist()))
+    return shares or None
 
 
 def compare_output(name: str, expected: np.ndarray, actual: np.ndarray) -> dict[str, float | int]:
