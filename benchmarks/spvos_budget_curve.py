@@ -17,13 +17,13 @@ Prints a markdown table; ``--json`` also keeps J&F per sequence and per-layer de
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vseg.jsonio import write_json
+from vseg.models.cost import summarise_frame_costs
 from vseg.models.registry import load_model, model_name
 from vseg.models.spvos import spvos_from_stm
 from vseg.models.weights import load_named_model
@@ -33,13 +33,13 @@ from vseg.train.validate import validate_vos
 
 class CountingPredictor:
     """A validate_vos predictor running ``model`` through an InferenceCore per clip and adding
-    up dense and realized GFLOPs and the per-layer decision shares of every frame."""
+    up dense and realized GFLOPs, keeping spvos's per-frame costs for the per-layer shares."""
 
     def __init__(self, model, mem_every: int, budget: float | None = None, dense_every: int | None = None):
         self.model, self.mem_every, self.budget, self.dense_every = model, mem_every, budget, dense_every
         self.dense = self.realized = 0.0
         self.frames = 0
-        self.shares: dict[str, list] = defaultdict(list)
+        self.gated_costs = []  # spvos: the FrameCost of every frame
 
     def __call__(self, name: str, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
         core = InferenceCore(self.model, mem_every=self.mem_every, budget=self.budget, dense_every=self.dense_every)
@@ -51,14 +51,12 @@ class CountingPredictor:
             self.dense += cost.dense
             self.realized += cost.realized
             if cost.key is not None:
-                for layer, share in cost.key.layers.items():
-                    self.shares[layer].append(share)
+                self.gated_costs.append(cost.key)
         self.frames += len(frames)
         return out
 
     def summary(self) -> dict:
-        shares = {layer: {k: float(np.mean([s[k] for s in rows])) for k in rows[0]}
-                  for layer, rows in self.shares.items()}
+        shares = summarise_frame_costs(self.gated_costs).get("gated_layer_shares", {})
         return {"frames": self.frames, "dense_gflops": self.dense, "realized_gflops": self.realized,
                 "layer_shares": shares}
 
