@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vseg.models.gates import CHOICE_COST, expected_tile_cost
@@ -110,8 +111,17 @@ class GatedLayers:
         return torch.stack(parts).sum(0)
 
 
-def _layers(names, convs, inputs, outputs, gates, budget: float, tile: int) -> GatedLayers:
-    """GatedLayers from the (meta) convs, their inputs and outputs, and their gates."""
+def _layers(names, blocks: dict, gates_by_name: nn.ModuleDict, state, budget: float, tile: int) -> GatedLayers:
+    """GatedLayers of gated blocks: ``blocks`` {gate prefix: (conv1, conv2)} in the order of
+    ``state``, whose three tensors per block are (conv1 input, conv1 output, conv2 output) of a
+    (meta) dense run; the gates are ``gates_by_name["<prefix>_conv1"]`` and ``..._conv2``."""
+    convs, gates, inputs, outputs = [], [], [], []
+    for b, (prefix, pair) in enumerate(blocks.items()):
+        x, y1, y2 = state[3 * b: 3 * b + 3]
+        convs += list(pair)
+        gates += [gates_by_name[f"{prefix}_conv1"], gates_by_name[f"{prefix}_conv2"]]
+        inputs += [x, y1]
+        outputs += [y1, y2]
     flops = [float(_count(F.conv2d, x, c.weight, None, c.stride, c.padding, c.dilation, c.groups))
              for c, x in zip(convs, inputs)]
     gate_flops = float(sum(_count(g.logits, x, x, budget) for g, x in zip(gates, inputs)))
@@ -138,30 +148,19 @@ class SparseCostModel:
             with FlopCounterMode(display=False) as counter:
                 out = meta.encode_key(frame, dense=True)
             self.key_dense_flops = float(counter.get_total_flops())
-            convs, gates, inputs, outputs = [], [], [], []
-            for b, (stage, index) in enumerate(meta.gated_blocks()):
-                block = getattr(meta.key_encoder, stage)[index]
-                x, y1, y2 = out.state[3 * b: 3 * b + 3]
-                convs += [block.conv1[0], block.conv2[0]]
-                gates += [meta.gates[f"{stage}_{index}_conv1"], meta.gates[f"{stage}_{index}_conv2"]]
-                inputs += [x, y1]
-                outputs += [y1, y2]
-            self.key = _layers(meta.gated_conv_names(), convs, inputs, outputs, gates, budget, tile)
+            key_blocks = {f"{stage}_{i}": getattr(meta.key_encoder, stage)[i] for stage, i in meta.gated_blocks()}
+            self.key = _layers(meta.gated_conv_names(),  # conv-BN blocks: the conv is [0]
+                               {p: (b.conv1[0], b.conv2[0]) for p, b in key_blocks.items()}, meta.gates,
+                               out.state, budget, tile)
 
             f = out.features
             with torch.device("meta"):
                 readout = torch.rand(1, objects, meta.value_dim, *f.feat16.shape[2:])
             self.decode_dense_flops = float(_count(meta.decode, readout, f.feat16, f.skip8, f.skip4))
             state = meta.decode_sparse(readout, f.feat16, f.skip8, f.skip4, dense=True).state
-            convs, gates, inputs, outputs = [], [], [], []
-            for b, name in enumerate(meta.decoder_gated_blocks()):
-                block = decoder_block(meta.decoder, name)
-                x, y1, y2 = state[3 * b: 3 * b + 3]
-                convs += [block.conv1, block.conv2]
-                gates += [meta.decoder_gates[f"{name}_conv1"], meta.decoder_gates[f"{name}_conv2"]]
-                inputs += [x, y1]
-                outputs += [y1, y2]
-            self.decoder = _layers(meta.decoder_conv_names(), convs, inputs, outputs, gates, budget, tile)
+            decoder_blocks = {name: decoder_block(meta.decoder, name) for name in meta.decoder_gated_blocks()}
+            self.decoder = _layers(meta.decoder_conv_names(), {p: (b.conv1, b.conv2) for p, b in decoder_blocks.items()},
+                                   meta.decoder_gates, state, budget, tile)
 
     def gated_share(self) -> float:
         """Share of encode_key + decode's dense FLOPs that sits in gated convs."""

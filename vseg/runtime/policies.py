@@ -146,8 +146,8 @@ class SparsePolicy(MemoryPolicy):
         if self.dense_every < 1:
             raise VsegError(f"dense_every must be >= 1, got {self.dense_every}")
         self._cost_model = None
-        self._key_state: list[str] = []  # state names of encode_key, then of decode
-        self._decoder_state: list[str] = []
+        self._key_state: list[str] = []  # gate-state names of encode_key (without the state_in. prefix)
+        self._decoder_state: list[str] = []  # and of decode
 
     def options(self) -> dict:
         return {**super().options(), "budget": self.budget, "dense_every": self.dense_every}
