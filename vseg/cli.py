@@ -365,7 +365,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Clips per step (default: 1 for VOS models, 8 for arseg).")] = None,
     crop: Annotated[tuple[int, int], typer.Option("--crop", help="Training crop H W.")] = (128, 224),
     clip_len: Annotated[int, typer.Option("--clip-len", help="Frames per training clip (>= 3).")] = 3,
-    workers: Annotated[int, typer.Option("--workers", help="Data-loading processes (0: in the training process).")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="VOS models: data-loading processes (0: in the training process).")] = 0,
     lr: Annotated[float, typer.Option("--lr")] = 5e-4,
     seed: Seed = 0,
     val_data: Annotated[Path | None, typer.Option("--val-data", help="Dataset whose val split gives the periodic J&F.")] = None,
