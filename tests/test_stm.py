@@ -138,6 +138,25 @@ def test_invalid_memory_slots_have_no_effect(models, name):
     torch.testing.assert_close(got, ref)
 
 
+def test_memory_read_and_aggregation_run_in_float32_under_autocast(models):
+    # bfloat16 training (TrainConfig.amp): the encoders run in bfloat16, but the top-k read and
+    # the soft aggregation must see float32, or close affinities tie and probabilities clamp.
+    model = models["stm"]
+    torch.manual_seed(4)
+    feats = model.encode_key(torch.rand(1, 3, H, W))
+    keys, values, valid = random_memory(model, 2)
+    with torch.no_grad():
+        ref_read = model.read_memory(feats.key, keys, values, valid)
+        with torch.autocast("cpu", torch.bfloat16):
+            read = model.read_memory(feats.key.bfloat16(), keys.bfloat16(), values.bfloat16(), valid)
+            logits = model.decode(ref_read, feats.feat16, feats.skip8, feats.skip4)
+    assert read.dtype == torch.float32 and logits.dtype == torch.float32
+    # The same read of the bfloat16-rounded inputs: float32 arithmetic, not bfloat16.
+    rounded = [x.bfloat16().float() for x in (feats.key, keys, values)]
+    torch.testing.assert_close(read, read_memory(*rounded[:2], rounded[2], valid, model.top_k))
+    torch.testing.assert_close(read, ref_read, atol=0.1, rtol=0.05)
+
+
 def test_read_with_fewer_memory_pixels_than_k():
     # 1x1 grid: 2 memory pixels, one valid, k = 20: the only valid pixel is read exactly.
     values = torch.randn(1, 1, 4, 2, 1, 1)

@@ -161,6 +161,16 @@ def test_stm_overfits_one_clip(data, tmp_path):
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_stm_overfits_one_clip_with_bfloat16_autocast_on_cpu(data, tmp_path):
+    torch.manual_seed(0)
+    cfg = small_config(data, tmp_path, steps=10, lr=3e-4, bootstrap_fraction=1.0, amp=True, dice_weight=1.0)
+    trainer = VOSTrainer(cfg, torch.device("cpu"))
+    stats = run_steps(trainer, one_batch(data), cfg.steps)
+    losses = [s["loss"] for s in stats]
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # autocast, not a bf16 model
+
+
 def test_lite_distillation_with_every_part_overfits_one_clip(data, tmp_path):
     torch.manual_seed(0)
     cfg = small_config(data, tmp_path, model="lite", steps=10, lr=2e-3, teacher_lr=3e-4,

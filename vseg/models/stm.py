@@ -178,13 +178,23 @@ class MemoryNetwork(nn.Module):
                     mem_valid: torch.Tensor) -> torch.Tensor:
         """query_key [B, Ck, h, w], mem_keys [B, Ck, T, h, w], mem_values [B, K, Cv, T, h, w],
         mem_valid [B, T] bool -> readout [B, K, Cv, h, w] (L2 affinity, top-k softmax)."""
+        device = query_key.device.type
+        if torch.is_autocast_enabled(device):
+            # Mixed-precision training: bfloat16's 8-bit mantissa cannot separate close affinities,
+            # so the top-k would pick at random among them; the read is cheap in float32.
+            with torch.autocast(device, enabled=False):
+                return read_memory(query_key.float(), mem_keys.float(), mem_values.float(), mem_valid, self.top_k)
         return read_memory(query_key, mem_keys, mem_values, mem_valid, self.top_k)
 
     def decode(self, readout: torch.Tensor, feat16: torch.Tensor, skip8: torch.Tensor, skip4: torch.Tensor,
                object_valid: torch.Tensor | None = None) -> torch.Tensor:
         """readout [B, K, Cv, h, w] + frame features -> aggregated logits [B, K+1, 16h, 16w]
         (background first; softmax over dim 1 gives probabilities)."""
-        return soft_aggregate(self.decoder(readout, feat16, skip8, skip4), object_valid)
+        object_logits = self.decoder(readout, feat16, skip8, skip4)
+        if torch.is_autocast_enabled(object_logits.device.type):
+            # Aggregate in float32: bfloat16's eps would clamp the probabilities to [0.008, 0.992].
+            object_logits = object_logits.float()
+        return soft_aggregate(object_logits, object_valid)
 
     def segment(self, query_key: torch.Tensor, feat16: torch.Tensor, skip8: torch.Tensor, skip4: torch.Tensor,
                 mem_keys: torch.Tensor, mem_values: torch.Tensor, mem_valid: torch.Tensor,

@@ -170,7 +170,7 @@ class VOSTrainer:
         masks = batch["masks"].to(self.device, non_blocking=True)
         valid = batch["object_valid"].to(self.device, non_blocking=True)
         top = hard_pixel_fraction(self.cfg, step)
-        autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.cfg.amp and self.device.type == "cuda")
+        autocast = torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.amp)
         with autocast:
             if self.cfg.model == "spvos":
                 return self._spvos_step(frames, masks, valid, top, step)
