@@ -365,6 +365,9 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Clips per step (default: 1 for VOS models, 8 for arseg).")] = None,
     crop: Annotated[tuple[int, int], typer.Option("--crop", help="Training crop H W.")] = (128, 224),
     clip_len: Annotated[int, typer.Option("--clip-len", help="Frames per training clip (>= 3).")] = 3,
+    max_skip: Annotated[int, typer.Option("--max-skip", help="VOS models: largest gap between consecutive sampled frames.")] = 5,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="VOS models: linear LR warm-up before the cosine decay.")] = 50,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="VOS models: steps between checkpoints.")] = 250,
     workers: Annotated[int, typer.Option("--workers", help="VOS models: data-loading processes (0: in the training process).")] = 0,
     lr: Annotated[float, typer.Option("--lr")] = 5e-4,
     seed: Seed = 0,
@@ -395,6 +398,7 @@ def train(
         raise VsegError(f"vseg train --model takes stm, lite, spvos or arseg, not {model!r}")
     cfg = TrainConfig(model=model, data=str(data), out=str(run_dir), weights=str(out) if out else None,
                       steps=steps, batch_size=batch_size or 1, crop=tuple(crop), clip_len=clip_len, lr=lr, seed=seed,
+                      max_skip=max_skip, warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
                       num_workers=workers, amp=amp, dice_weight=dice_weight,
                       val_data=str(val_data) if val_data else None, val_every=val_every,
                       resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,

@@ -146,6 +146,13 @@ class MaskDecoder(nn.Module):
         return logits.view(b, k, logits.shape[-2], logits.shape[-1])
 
 
+def _autocast_on(tensor: torch.Tensor) -> bool:
+    """Whether mixed-precision autocast is active for ``tensor``'s device (never for "meta",
+    which the FLOP counter uses and autocast does not know)."""
+    device = tensor.device.type
+    return device in ("cpu", "cuda") and torch.is_autocast_enabled(device)
+
+
 class MemoryNetwork(nn.Module):
     """What `stm` and `lite` share: memory read, decoder, soft aggregation.
 
@@ -179,7 +186,7 @@ class MemoryNetwork(nn.Module):
         """query_key [B, Ck, h, w], mem_keys [B, Ck, T, h, w], mem_values [B, K, Cv, T, h, w],
         mem_valid [B, T] bool -> readout [B, K, Cv, h, w] (L2 affinity, top-k softmax)."""
         device = query_key.device.type
-        if torch.is_autocast_enabled(device):
+        if _autocast_on(query_key):
             # Mixed-precision training: bfloat16's 8-bit mantissa cannot separate close affinities,
             # so the top-k would pick at random among them; the read is cheap in float32.
             with torch.autocast(device, enabled=False):
@@ -191,7 +198,7 @@ class MemoryNetwork(nn.Module):
         """readout [B, K, Cv, h, w] + frame features -> aggregated logits [B, K+1, 16h, 16w]
         (background first; softmax over dim 1 gives probabilities)."""
         object_logits = self.decoder(readout, feat16, skip8, skip4)
-        if torch.is_autocast_enabled(object_logits.device.type):
+        if _autocast_on(object_logits):
             # Aggregate in float32: bfloat16's eps would clamp the probabilities to [0.008, 0.992].
             object_logits = object_logits.float()
         return soft_aggregate(object_logits, object_valid)
