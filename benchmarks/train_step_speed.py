@@ -53,7 +53,7 @@ def time_model(model: str, data: Path, batches: list[dict], args: argparse.Names
     for amp in (False, True):
         torch.manual_seed(0)  # same initial weights for both variants
         cfg = TrainConfig(model=model, data=str(data), batch_size=args.batch_size, crop=tuple(args.crop),
-                          lr=1e-3, dice_weight=1.0, amp=amp, steps=1000, warmup_steps=0)
+                          lr=1e-3, dice_weight=1.0, amp=amp, steps=1000)  # default warm-up: as in training
         trainers["bf16" if amp else "fp32"] = VOSTrainer(cfg, torch.device("cpu"))
     times: dict[str, list[float]] = {name: [] for name in trainers}
     losses: dict[str, list[float]] = {name: [] for name in trainers}
