@@ -155,6 +155,11 @@ def test_memory_read_and_aggregation_run_in_float32_under_autocast(models):
     rounded = [x.bfloat16().float() for x in (feats.key, keys, values)]
     torch.testing.assert_close(read, read_memory(*rounded[:2], rounded[2], valid, model.top_k))
     torch.testing.assert_close(read, ref_read, atol=0.1, rtol=0.05)
+    # The aggregation itself (spvos's gated decoder calls it directly): confident pixels stay
+    # confident, where bfloat16's eps would cap the probabilities at 0.992.
+    with torch.autocast("cpu", torch.bfloat16):
+        aggregated = soft_aggregate(torch.full((1, 1, 2, 2), 9.0, dtype=torch.bfloat16))
+    assert aggregated.dtype == torch.float32 and torch.softmax(aggregated, 1)[0, 1].min() > 0.999
 
 
 def test_read_with_fewer_memory_pixels_than_k():

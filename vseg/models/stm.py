@@ -48,6 +48,13 @@ class KeyFeatures(NamedTuple):
     next_feat16: torch.Tensor | None = None
 
 
+def _autocast_on(tensor: torch.Tensor) -> bool:
+    """Whether mixed-precision autocast is active for ``tensor``'s device (never for "meta",
+    which the FLOP counter uses and autocast does not know)."""
+    device = tensor.device.type
+    return device in ("cpu", "cuda") and torch.is_autocast_enabled(device)
+
+
 def soft_aggregate(object_logits: torch.Tensor, object_valid: torch.Tensor | None = None) -> torch.Tensor:
     """STM soft aggregation of independent per-object predictions.
 
@@ -57,6 +64,10 @@ def soft_aggregate(object_logits: torch.Tensor, object_valid: torch.Tensor | Non
     turned back into a logit log(p / (1 - p)). object_valid [B, K] (optional, bool or 0/1)
     switches off padding objects of a fixed-K engine: their probability becomes 0.
     """
+    if _autocast_on(object_logits):
+        # Mixed-precision training aggregates in float32: bfloat16's eps would clamp the
+        # probabilities to [0.008, 0.992].
+        object_logits = object_logits.float()
     probs = torch.sigmoid(object_logits)
     if object_valid is not None:
         probs = probs * object_valid.to(probs.dtype)[:, :, None, None]
@@ -146,13 +157,6 @@ class MaskDecoder(nn.Module):
         return logits.view(b, k, logits.shape[-2], logits.shape[-1])
 
 
-def _autocast_on(tensor: torch.Tensor) -> bool:
-    """Whether mixed-precision autocast is active for ``tensor``'s device (never for "meta",
-    which the FLOP counter uses and autocast does not know)."""
-    device = tensor.device.type
-    return device in ("cpu", "cuda") and torch.is_autocast_enabled(device)
-
-
 class MemoryNetwork(nn.Module):
     """What `stm` and `lite` share: memory read, decoder, soft aggregation.
 
@@ -197,11 +201,7 @@ class MemoryNetwork(nn.Module):
                object_valid: torch.Tensor | None = None) -> torch.Tensor:
         """readout [B, K, Cv, h, w] + frame features -> aggregated logits [B, K+1, 16h, 16w]
         (background first; softmax over dim 1 gives probabilities)."""
-        object_logits = self.decoder(readout, feat16, skip8, skip4)
-        if _autocast_on(object_logits):
-            # Aggregate in float32: bfloat16's eps would clamp the probabilities to [0.008, 0.992].
-            object_logits = object_logits.float()
-        return soft_aggregate(object_logits, object_valid)
+        return soft_aggregate(self.decoder(readout, feat16, skip8, skip4), object_valid)
 
     def segment(self, query_key: torch.Tensor, feat16: torch.Tensor, skip8: torch.Tensor, skip4: torch.Tensor,
                 mem_keys: torch.Tensor, mem_values: torch.Tensor, mem_valid: torch.Tensor,
