@@ -14,7 +14,6 @@ what ``torch.backends.cpu.get_cpu_capability()`` reports.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import statistics
@@ -60,7 +59,7 @@ def time_model(model: str, data: Path, batches: list[dict], args: argparse.Names
     for i, batch in enumerate(batches):
         for name, trainer in trainers.items():
             tick = time.perf_counter()
-            stats = trainer.train_step(copy.copy(batch), i)
+            stats = trainer.train_step(batch, i)
             if i >= 2:  # warm-up: oneDNN picks and caches its kernels on the first calls
                 times[name].append(time.perf_counter() - tick)
             losses[name].append(round(stats["loss"], 4))

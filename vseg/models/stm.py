@@ -189,11 +189,10 @@ class MemoryNetwork(nn.Module):
                     mem_valid: torch.Tensor) -> torch.Tensor:
         """query_key [B, Ck, h, w], mem_keys [B, Ck, T, h, w], mem_values [B, K, Cv, T, h, w],
         mem_valid [B, T] bool -> readout [B, K, Cv, h, w] (L2 affinity, top-k softmax)."""
-        device = query_key.device.type
         if _autocast_on(query_key):
             # Mixed-precision training: bfloat16's 8-bit mantissa cannot separate close affinities,
             # so the top-k would pick at random among them; the read is cheap in float32.
-            with torch.autocast(device, enabled=False):
+            with torch.autocast(query_key.device.type, enabled=False):
                 return read_memory(query_key.float(), mem_keys.float(), mem_values.float(), mem_valid, self.top_k)
         return read_memory(query_key, mem_keys, mem_values, mem_valid, self.top_k)
 
