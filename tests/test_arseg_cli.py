@@ -46,10 +46,24 @@ def test_run_and_export_arseg(setup, tmp_path):
 def test_train_arseg_through_the_cli(setup, tmp_path):
     root, _, _ = setup
     r = vseg("train", "--model", "arseg", "--data", str(root / "data"), "--stage-steps", "1", "1", "1",
-             "--batch-size", "2", "--run-dir", str(tmp_path / "run"), "--json", str(tmp_path / "t.json"))
+             "--batch-size", "2", "--lr", "1e-3", "--crop", "48", "64", "--warmup-steps", "2",
+             "--run-dir", str(tmp_path / "run"), "--json", str(tmp_path / "t.json"))
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "t.json").read_text())
     assert (tmp_path / "run" / "arseg.safetensors").is_file() and result["lr_alone_weights"]
+    config = result["config"]  # the shared options reach arseg's own config
+    assert (config["lr"], config["crop"], config["warmup_steps"], config["batch_size"]) == (1e-3, [48, 64], 2, 2)
+
+
+def test_train_rejects_options_the_model_would_ignore(setup, tmp_path):
+    root, _, _ = setup
+    data = ["--data", str(root / "data"), "--run-dir", str(tmp_path)]
+    line = one_error_line(vseg("train", "--model", "arseg", *data, "--amp", "--val-every", "5"))
+    assert "--amp/--no-amp" in line and "--val-every" in line and "VOS models" in line
+    assert "--stage-steps" in one_error_line(vseg("train", "--model", "arseg", *data, "--steps", "10"))
+    line = one_error_line(vseg("train", "--model", "stm", *data, "--keep-lr"))
+    assert "--lr-from-hr/--keep-lr" in line and "only arseg" in line
+    assert not (tmp_path / "checkpoints").exists()  # nothing started
 
 
 def _branch_gap(model, name: str, other: str) -> float:

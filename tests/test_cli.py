@@ -99,12 +99,12 @@ def test_train_writes_weights_that_run_loads(tmp_path):
     weights = tmp_path / "lite.safetensors"
     r = vseg("train", "--model", "lite", "--data", str(tmp_path / "data"), "--steps", "1", "--crop", "64", "96",
              "--no-kd", "--amp", "--dice-weight", "0.5", "--max-skip", "2", "--warmup-steps", "0",
-             "--checkpoint-every", "7", "--run-dir", str(tmp_path / "run"), "--out", str(weights),
+             "--checkpoint-every", "7", "--lr", "3e-4", "--run-dir", str(tmp_path / "run"), "--out", str(weights),
              "--json", str(tmp_path / "t.json"))
     assert r.returncode == 0, r.stderr
     config = json.loads((tmp_path / "t.json").read_text())["config"]
     assert config["use_kd"] is False and config["amp"] is True and config["dice_weight"] == 0.5
-    assert (config["max_skip"], config["warmup_steps"], config["checkpoint_every"]) == (2, 0, 7)
+    assert (config["max_skip"], config["warmup_steps"], config["checkpoint_every"], config["lr"]) == (2, 0, 7, 3e-4)
     seq = "synth-3-0000"
     r = vseg("run", str(tmp_path / "data" / "videos" / f"{seq}.mp4"), "--mask",
              str(tmp_path / "data" / "Annotations" / "480p" / seq / "00000.png"), "--weights", str(weights),

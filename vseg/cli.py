@@ -357,19 +357,20 @@ def export_(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", help="stm, lite (distilled online from an stm teacher), or spvos (gates trained from stm weights given by --init-weights).")],
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="stm, lite (distilled online from an stm teacher), spvos (gates trained from stm weights given by --init-weights), or arseg.")],
     data: Annotated[Path, typer.Option("--data", help="DAVIS-2017 or YouTube-VOS layout (e.g. from vseg data synth-vos).")],
     steps: Annotated[int, typer.Option("--steps", help="Optimiser steps.")] = 1500,
     out: Annotated[Path | None, typer.Option("--out", help="Final weights (.safetensors); default <run-dir>/<model>.safetensors.")] = None,
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Checkpoints and logs.")] = Path("runs/train"),
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Clips per step (default: 1 for VOS models, 8 for arseg).")] = None,
-    crop: Annotated[tuple[int, int], typer.Option("--crop", help="Training crop H W.")] = (128, 224),
+    crop: Annotated[tuple[int, int] | None, typer.Option("--crop", help="Training crop H W (default: 128 224 for VOS models, at most 192 256 for arseg).")] = None,
     clip_len: Annotated[int, typer.Option("--clip-len", help="Frames per training clip (>= 3).")] = 3,
     max_skip: Annotated[int, typer.Option("--max-skip", help="VOS models: largest gap between consecutive sampled frames.")] = 5,
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="VOS models: linear LR warm-up before the cosine decay.")] = 50,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="VOS models: steps between checkpoints.")] = 250,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear LR warm-up before the cosine decay.")] = 50,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = 250,
     workers: Annotated[int, typer.Option("--workers", help="VOS models: data-loading processes (0: in the training process).")] = 0,
-    lr: Annotated[float, typer.Option("--lr")] = 5e-4,
+    lr: Annotated[float | None, typer.Option("--lr", help="Base learning rate (default: 5e-4 for VOS models, 2e-3 for arseg).")] = None,
     seed: Seed = 0,
     val_data: Annotated[Path | None, typer.Option("--val-data", help="Dataset whose val split gives the periodic J&F.")] = None,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0: at the end only).")] = 0,
@@ -388,16 +389,22 @@ def train(
     adaptive_lr: Annotated[bool, typer.Option("--adaptive-lr/--no-adaptive-lr", help="lite: damp KD when the student lags.")] = True,
     json_out: JsonOut = None,
 ) -> None:
-    """Train a VOS model (stm; lite by online distillation; spvos by mixed sparse training from stm); resumable, with periodic validation J&F."""
+    """Train a model: stm; lite by online distillation; spvos by mixed sparse training from stm (resumable, with periodic validation J&F); or arseg in its three stages."""
     from vseg.train import TrainConfig, train_vos
 
-    if model == "arseg":
-        _train_arseg(data, run_dir, out, stage_steps, batch_size, seed, resume, init_weights, lr_from_hr, json_out)
-        return
-    if model not in ("stm", "lite", "spvos"):
+    if model not in ("stm", "lite", "spvos", "arseg"):
         raise VsegError(f"vseg train --model takes stm, lite, spvos or arseg, not {model!r}")
+    _reject_foreign_options(ctx, model)
+    if model == "arseg":
+        options = {"batch_size": batch_size, "lr": lr, "crop": tuple(crop) if crop else None,
+                   "warmup_steps": warmup_steps if _given(ctx, "warmup_steps") else None,
+                   "checkpoint_every": checkpoint_every if _given(ctx, "checkpoint_every") else None}
+        _train_arseg(data, run_dir, out, stage_steps, seed, resume, init_weights, lr_from_hr, json_out,
+                     {k: v for k, v in options.items() if v is not None})
+        return
     cfg = TrainConfig(model=model, data=str(data), out=str(run_dir), weights=str(out) if out else None,
-                      steps=steps, batch_size=batch_size or 1, crop=tuple(crop), clip_len=clip_len, lr=lr, seed=seed,
+                      steps=steps, batch_size=batch_size or 1, crop=tuple(crop or (128, 224)), clip_len=clip_len,
+                      lr=5e-4 if lr is None else lr, seed=seed,
                       max_skip=max_skip, warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
                       num_workers=workers, amp=amp, dice_weight=dice_weight,
                       val_data=str(val_data) if val_data else None, val_every=val_every,
@@ -414,12 +421,35 @@ def train(
                           "wall_seconds": result.wall_seconds, "steps_per_second": result.steps_per_second})
 
 
-def _train_arseg(data: Path, run_dir: Path, out: Path | None, stage_steps, batch_size: int, seed: int,
-                 resume: Path | None, init_weights: Path | None, lr_from_hr: bool, json_out: Path | None) -> None:
+# Options that only one family of models reads: given to the other, they are an error, not ignored.
+_ARSEG_ONLY = ("stage_steps", "lr_from_hr")
+_VOS_ONLY = ("steps", "clip_len", "max_skip", "workers", "val_data", "val_every", "amp", "dice_weight",
+             "freeze_norm_at", "teacher", "kd", "smooth", "stff", "discriminator", "adaptive_lr")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` (its parameter name) was given on the command line."""
+    source = ctx.get_parameter_source(name)  # by name: typer vendors its own copy of click's enum
+    return source is not None and source.name != "DEFAULT"
+
+
+def _reject_foreign_options(ctx: typer.Context, model: str) -> None:
+    """One error line naming the options ``model`` would otherwise silently ignore."""
+    foreign = _VOS_ONLY if model == "arseg" else _ARSEG_ONLY
+    flags = ["/".join(p.opts + p.secondary_opts) for p in ctx.command.params if p.name in foreign and _given(ctx, p.name)]
+    if flags:
+        owner = "the VOS models (stm, lite, spvos)" if model == "arseg" else "arseg"
+        hint = " (arseg counts its steps per stage: --stage-steps)" if "--steps" in flags else ""
+        raise VsegError(f"vseg train --model {model} does not take {', '.join(flags)}: only {owner} use "
+                        f"{'it' if len(flags) == 1 else 'them'}{hint}")
+
+
+def _train_arseg(data: Path, run_dir: Path, out: Path | None, stage_steps, seed: int, resume: Path | None,
+                 init_weights: Path | None, lr_from_hr: bool, json_out: Path | None, overrides: dict) -> None:
     from vseg.train.arseg import ARSegTrainConfig, train_arseg
 
     stages = dict(zip(("hr_steps", "lr_steps", "fusion_steps"), stage_steps)) if stage_steps else {}
-    options = dict(stages, init_lr_from_hr=lr_from_hr, **({"batch_size": batch_size} if batch_size else {}))
+    options = dict(stages, init_lr_from_hr=lr_from_hr, **overrides)
     cfg = ARSegTrainConfig(data=str(data), out=str(run_dir), weights=str(out) if out else None, seed=seed, resume=str(resume) if resume else None,
                            init_weights=str(init_weights) if init_weights else None, **options)
     total = sum(cfg.stage_steps().values())
