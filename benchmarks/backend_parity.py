@@ -23,19 +23,14 @@ from vseg.data.datasets import open_dataset
 from vseg.export.export_vos import export_engines
 from vseg.jsonio import write_json
 from vseg.metrics.davis import evaluate_davis
-from vseg.models.registry import load_model, model_name
-from vseg.models.spvos import spvos_from_stm
+from vseg.models.weights import load_named_model, load_spvos
 from vseg.runtime.backends import OrtBackend, TorchBackend
 from vseg.runtime.run_vos import run_vos
 
 
 def load_for(name: str, weights: str) -> torch.nn.Module:
-    model = load_model(weights).float().eval()
-    if name == "spvos" and model_name(model) == "stm":
-        model = spvos_from_stm(model).eval()
-    if model_name(model) != name:
-        raise SystemExit(f"{weights} holds a {model_name(model)} model, not {name}")
-    return model
+    """Model ``name`` from ``weights``; spvos also from stm weights (fresh gates)."""
+    return load_spvos(weights) if name == "spvos" else load_named_model(name, weights)
 
 
 def score(backend, sequences, root: Path, out: Path, budget: float | None) -> tuple[float, float]:

@@ -24,9 +24,7 @@ import torch
 
 from vseg.jsonio import write_json
 from vseg.models.cost import summarise_frame_costs
-from vseg.models.registry import load_model, model_name
-from vseg.models.spvos import spvos_from_stm
-from vseg.models.weights import load_named_model
+from vseg.models.weights import load_named_model, load_spvos
 from vseg.runtime.inference_core import InferenceCore
 from vseg.train.validate import validate_vos
 
@@ -83,11 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     stm = load_named_model("stm", args.stm)
-    spvos = load_model(args.spvos).float().eval()
-    if model_name(spvos) == "stm":  # untrained gates on stm weights: a baseline for the trained ones
-        spvos = spvos_from_stm(spvos).eval()
-    elif model_name(spvos) != "spvos":
-        raise SystemExit(f"{args.spvos} holds a {model_name(spvos)} model, not spvos or stm")
+    spvos = load_spvos(args.spvos)  # stm weights: untrained gates, a baseline for the trained ones
     reference = score(CountingPredictor(stm, args.mem_every), args)
     rows = [{"model": "stm", "budget": None, **reference, "saving": 0.0}]
     own_dense = score(CountingPredictor(spvos, args.mem_every, dense_every=1), args)

@@ -85,6 +85,20 @@ def test_from_stm_copies_every_shared_weight(stm_model):
         spvos_from_stm(LiteVOS())
 
 
+def test_load_spvos_takes_spvos_or_stm_weights_only(stm_model, tmp_path):
+    from vseg.models.weights import load_spvos
+
+    from_stm = load_spvos(save_model(stm_model, tmp_path / "stm.safetensors"))
+    assert isinstance(from_stm, SpVOS) and not from_stm.training
+    ours = from_stm.state_dict()
+    assert all(torch.equal(ours[k], v.float()) for k, v in stm_model.state_dict().items())
+    trained = spvos_from_stm(stm_model)
+    reloaded = load_spvos(save_model(trained, tmp_path / "spvos.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), trained.state_dict().values()))
+    with pytest.raises(VsegError, match="not spvos or stm"):
+        load_spvos(save_model(LiteVOS(), tmp_path / "lite.safetensors"))
+
+
 @pytest.mark.parametrize("stages", [("layer1", "layer2"), ALL_STAGES])
 def test_dense_encode_key_equals_stm(stm_model, stages):
     model = spvos_from_stm(stm_model, gated_stages=stages).eval()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from vseg.errors import VsegError
 from vseg.models.registry import load_model, model_name
+from vseg.models.spvos import SpVOS, spvos_from_stm
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -26,4 +27,15 @@ def load_named_model(name: str, weights: str | Path | None = None):
     model = load_model(path)
     if model_name(model) != name:
         raise VsegError(f"{path}: holds a {model_name(model)!r} model, not {name!r}")
+    return model.float().eval()
+
+
+def load_spvos(weights: str | Path) -> SpVOS:
+    """spvos from trained spvos weights, or from stm weights given fresh (untrained) gates, the
+    baseline trained gates are measured against; fp32 in eval mode."""
+    model = load_model(weights)
+    if model_name(model) == "stm":
+        model = spvos_from_stm(model)
+    if model_name(model) != "spvos":
+        raise VsegError(f"{weights}: holds a {model_name(model)!r} model, not spvos or stm")
     return model.float().eval()
