@@ -9,13 +9,15 @@
 #
 # No install: the device's python3 has PyTorch and the pure-Python dependencies but no PyAV, so
 # the data are written without videos and nothing here imports PyAV. Settings by environment:
-# STEPS, BATCH, LR, WORKERS, DICE (soft Dice weight), CALL_SECONDS (time this call may use), DATA,
-# RUN, OUT. Training runs in bfloat16 autocast (--amp) with a soft Dice term added to the CE.
+# STEPS, BATCH, LR, WORKERS, DICE (soft Dice weight), INIT (weights to start from: default the
+# shipped stm, empty for random initialisation), CALL_SECONDS (time this call may use), DATA, RUN,
+# OUT. Training runs in bfloat16 autocast (--amp) with a soft Dice term added to the CE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 steps=${STEPS:-12000} batch=${BATCH:-8} lr=${LR:-1e-3} workers=${WORKERS:-8} dice=${DICE:-1.0}
+init=${INIT-vseg/weights/stm.safetensors}
 call_seconds=${CALL_SECONDS:-540}
 data=${DATA:-runs/gpu-data} run=${RUN:-runs/gpu-stm} out=${OUT:-runs/gpu-out}
 start=$(date +%s)
@@ -32,12 +34,13 @@ fi
 
 if [ ! -f "$run/stm.safetensors" ]; then
   left=$(( call_seconds - ($(date +%s) - start) ))
-  resume=()
-  if compgen -G "$run/checkpoints/step_*" > /dev/null; then resume=(--resume "$run"); fi
+  from_args=()
+  if [ -n "$init" ]; then from_args=(--init-weights "$init"); fi
+  if compgen -G "$run/checkpoints/step_*" > /dev/null; then from_args+=(--resume "$run"); fi
   set +e
   timeout "$left" $py -m vseg train --model stm --data "$data/seed1" --steps "$steps" --batch-size "$batch" \
       --lr "$lr" --amp --dice-weight "$dice" --freeze-norm-at 0.8 --workers "$workers" --val-data "$data/seed1" --val-every 2000 \
-      --run-dir "$run" --json "$out/train.json" "${resume[@]}" 2>&1 | tee -a "$out/train.log"
+      --run-dir "$run" --json "$out/train.json" "${from_args[@]}" 2>&1 | tee -a "$out/train.log"
   rc=${PIPESTATUS[0]}
   set -e
   if [ "$rc" -eq 124 ]; then echo "time is up for this call: run the script again to resume"; exit 0; fi
