@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vseg.errors import VsegError
+from vseg.errors import InputError, VsegError
 from vseg.models.registry import load_model, model_name
 from vseg.models.spvos import SpVOS, spvos_from_stm
 
@@ -30,12 +30,13 @@ def load_named_model(name: str, weights: str | Path | None = None):
     return model.float().eval()
 
 
-def load_spvos(weights: str | Path) -> SpVOS:
+def load_spvos(weights: str | Path, **gating) -> SpVOS:
     """spvos from trained spvos weights, or from stm weights given fresh (untrained) gates, the
-    baseline trained gates are measured against; fp32 in eval mode."""
+    start of spvos training and the baseline trained gates are measured against; fp32 in eval mode.
+    gating: SpVOSConfig gating fields for the fresh gates (spvos weights keep their own)."""
     model = load_model(weights)
     if model_name(model) == "stm":
-        model = spvos_from_stm(model)
+        model = spvos_from_stm(model, **gating)
     if model_name(model) != "spvos":
-        raise VsegError(f"{weights}: holds a {model_name(model)!r} model, not spvos or stm")
+        raise InputError(f"{weights}: holds a {model_name(model)!r} model, not spvos or stm")
     return model.float().eval()

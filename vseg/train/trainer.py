@@ -14,8 +14,9 @@ from vseg.errors import InputError, VsegError
 from vseg.models.gates import mixed_batch_budget
 from vseg.models.lite import adversarial_loss, discriminator_loss, feature_distillation_loss, logit_distillation_loss
 from vseg.models.registry import build_model, load_model, model_name, save_model
-from vseg.models.spvos import spvos_from_stm, spvos_training_step
+from vseg.models.spvos import spvos_training_step
 from vseg.models.stm import KeyFeatures, MemoryNetwork
+from vseg.models.weights import load_spvos
 from vseg.train.config import TrainConfig, hard_pixel_fraction, lr_factor
 from vseg.train.losses import clip_task_loss, rollout_clip
 from vseg.train.norm import freeze_batchnorm, recalibrate_batchnorm
@@ -94,13 +95,7 @@ class VOSTrainer:
         """spvos starts from trained weights: an stm (fresh gates) or an spvos (continue)."""
         if not self.cfg.init_weights:
             raise VsegError("training spvos needs trained stm weights to start from (--init-weights stm.safetensors)")
-        start = load_model(self.cfg.init_weights)
-        if model_name(start) == "stm":
-            return spvos_from_stm(start, **self.cfg.model_options)
-        if model_name(start) != "spvos":
-            raise InputError(f"{self.cfg.init_weights}: spvos starts from stm or spvos weights, "
-                             f"this holds {model_name(start)}")
-        return start
+        return load_spvos(self.cfg.init_weights, **self.cfg.model_options)
 
     @property
     def teacher_lr(self) -> float:
