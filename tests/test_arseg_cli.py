@@ -59,10 +59,13 @@ def test_train_rejects_options_the_model_would_ignore(setup, tmp_path):
     root, _, _ = setup
     data = ["--data", str(root / "data"), "--run-dir", str(tmp_path)]
     line = one_error_line(vseg("train", "--model", "arseg", *data, "--amp", "--val-every", "5"))
-    assert "--amp/--no-amp" in line and "--val-every" in line and "VOS models" in line
+    assert "--amp/--no-amp" in line and "--val-every" in line and "read by stm, lite, spvos only" in line
     assert "--stage-steps" in one_error_line(vseg("train", "--model", "arseg", *data, "--steps", "10"))
     line = one_error_line(vseg("train", "--model", "stm", *data, "--keep-lr"))
-    assert "--lr-from-hr/--keep-lr" in line and "only arseg" in line
+    assert "--lr-from-hr/--keep-lr" in line and "read by arseg only" in line
+    for model in ("stm", "spvos"):  # the distillation switches belong to lite alone
+        line = one_error_line(vseg("train", "--model", model, *data, "--teacher", "t.safetensors", "--no-stff"))
+        assert "--teacher" in line and "--stff/--no-stff" in line and "read by lite only" in line
     assert not (tmp_path / "checkpoints").exists()  # nothing started
 
 

@@ -421,10 +421,14 @@ def train(
                           "wall_seconds": result.wall_seconds, "steps_per_second": result.steps_per_second})
 
 
-# Options that only one family of models reads: given to the other, they are an error, not ignored.
-_ARSEG_ONLY = ("stage_steps", "lr_from_hr")
-_VOS_ONLY = ("steps", "clip_len", "max_skip", "workers", "val_data", "val_every", "amp", "dice_weight",
-             "freeze_norm_at", "teacher", "kd", "smooth", "stff", "discriminator", "adaptive_lr")
+# Options that only some models read: given to another model they are an error, not silently ignored.
+_VOS_MODELS = ("stm", "lite", "spvos")
+_OPTION_READERS = {
+    "stage_steps": ("arseg",), "lr_from_hr": ("arseg",),
+    **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "workers", "val_data", "val_every",
+                                      "amp", "dice_weight", "freeze_norm_at")},
+    **{name: ("lite",) for name in ("teacher", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
+}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -435,13 +439,15 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 def _reject_foreign_options(ctx: typer.Context, model: str) -> None:
     """One error line naming the options ``model`` would otherwise silently ignore."""
-    foreign = _VOS_ONLY if model == "arseg" else _ARSEG_ONLY
-    flags = ["/".join(p.opts + p.secondary_opts) for p in ctx.command.params if p.name in foreign and _given(ctx, p.name)]
-    if flags:
-        owner = "the VOS models (stm, lite, spvos)" if model == "arseg" else "arseg"
-        hint = " (arseg counts its steps per stage: --stage-steps)" if "--steps" in flags else ""
-        raise VsegError(f"vseg train --model {model} does not take {', '.join(flags)}: only {owner} use "
-                        f"{'it' if len(flags) == 1 else 'them'}{hint}")
+    foreign = [p for p in ctx.command.params
+               if model not in _OPTION_READERS.get(p.name, (model,)) and _given(ctx, p.name)]
+    if not foreign:
+        return
+    flags = ["/".join(p.opts + p.secondary_opts) for p in foreign]
+    readers = sorted({", ".join(_OPTION_READERS[p.name]) for p in foreign})
+    hint = " (arseg counts its steps per stage: --stage-steps)" if model == "arseg" and "--steps" in flags else ""
+    raise VsegError(f"vseg train --model {model} does not take {', '.join(flags)}: "
+                    f"{'it is' if len(flags) == 1 else 'they are'} read by {' / '.join(readers)} only{hint}")
 
 
 def _train_arseg(data: Path, run_dir: Path, out: Path | None, stage_steps, seed: int, resume: Path | None,
