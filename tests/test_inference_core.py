@@ -50,12 +50,24 @@ def test_odd_frame_sizes_and_object_counts(models, name, ids):
 
 
 def test_memory_is_written_on_the_right_frames(models):
-    core = InferenceCore(models["lite"], mem_every=3, capacity=3)
+    core = InferenceCore(models["lite"], mem_every=3, capacity=3, keep_previous=False)
     written = [core.step(f, id_mask() if t == 0 else None).memory_written for t, f in enumerate(video(10))]
     assert [t for t, w in enumerate(written) if w] == [0, 3, 6, 9]
     assert core.memory.num_writes == 4
     assert core.memory.frame_indices == [0, 9, 6]  # frame 0 pinned; 9 replaced 3 in the ring
     assert core.memory.keys.shape[-2:] == (4, 6)  # the padded 64 x 96 frame at stride 16
+
+
+def test_the_previous_frame_follows_the_video_between_writes(models):
+    core = InferenceCore(models["lite"], mem_every=3, capacity=4)
+    held = []
+    for t, f in enumerate(video(8)):
+        core.step(f, id_mask() if t == 0 else None)
+        held.append(core.memory.frame_indices)
+    # slot 0 pinned, ring slots 1-2, slot 3 the newest frame that is not in the ring
+    assert held == [[0, -1, -1, -1], [0, -1, -1, 1], [0, -1, -1, 2], [0, 3, -1, -1], [0, 3, -1, 4],
+                    [0, 3, -1, 5], [0, 3, 6, -1], [0, 3, 6, 7]]
+    assert core.memory.num_writes == 3
 
 
 class FakeDecode(TorchBackend):
@@ -90,7 +102,7 @@ def test_object_ids_choose_the_tracked_objects(models):
 def test_core_equals_the_stages_run_by_hand(models):
     model = models["lite"].eval()
     frames, mask = video(3, seed=1), id_mask((3, 7))
-    core = InferenceCore(model, mem_every=2, capacity=4)
+    core = InferenceCore(model, mem_every=3, capacity=4)
     got = [core.step(f, mask if t == 0 else None).probabilities for t, f in enumerate(frames)]
 
     def padded(frame):
@@ -101,14 +113,16 @@ def test_core_equals_the_stages_run_by_hand(models):
         f0 = model.encode_key(padded(frames[0]))
         keys, values = f0.key.unsqueeze(2), model.encode_value(padded(frames[0]), objects, f0.feat16).unsqueeze(3)
         prev = (f0.next_feat16, objects.sum(1, keepdim=True))
-        # mem_every = 2: frame 1 is not written and frame 2 only after it is segmented, so both
-        # frames read a memory holding frame 0 alone.
+        # mem_every = 3: frame 1 reads a memory holding frame 0 alone; frame 1 then goes into the
+        # previous-frame slot, so frame 2 reads frames 0 and 1.
         for t in (1, 2):
             f = model.encode_key(padded(frames[t]), *prev)
             probs = torch.softmax(model.segment(f.key, f.feat16, f.skip8, f.skip4, keys, values,
                                                 torch.ones(1, keys.shape[2], dtype=torch.bool)), 1)
             torch.testing.assert_close(got[t], probs[0, :, 1:1 + H, 3:3 + W], atol=1e-5, rtol=1e-4)
             prev = (f.next_feat16, 1 - probs[:, :1])
+            keys = torch.cat([keys, f.key.unsqueeze(2)], 2)
+            values = torch.cat([values, model.encode_value(padded(frames[t]), probs[:, 1:], f.feat16).unsqueeze(3)], 3)
 
 
 def test_channels_first_and_last_frames_agree(models):

@@ -72,9 +72,35 @@ def test_add_copies_the_tensors():
     assert store.keys[0, 0, 0, 0, 0] == 3
 
 
+def test_previous_frame_slot():
+    store = MemoryStore(capacity=4, keep_previous=True)
+    assert store.previous_slot == 3
+    store.add(*frame(0), frame_index=0)
+    for i in (1, 2):  # each frame between writes replaces the last
+        assert store.set_previous(*frame(i), frame_index=i) == 3
+        assert slot_contents(store) == [0, -1, -1, i]
+    assert store.oldest_to_newest() == [0, 3]
+    # the ring is slots 1 and 2 only; a memory write empties the previous-frame slot
+    assert [store.add(*frame(i), frame_index=i) for i in (3, 4)] == [1, 2]
+    assert slot_contents(store) == [0, 3, 4, -1] and store.frame_indices == [0, 3, 4, -1]
+    store.set_previous(*frame(5), frame_index=5)
+    assert store.add(*frame(6), frame_index=6) == 1  # replaces the oldest ring frame, 3
+    store.set_previous(*frame(7), frame_index=7)
+    assert slot_contents(store) == [0, 6, 4, 7]
+    assert store.oldest_to_newest() == [0, 2, 1, 3] and store.num_writes == 4
+    # what read_memory sees: exactly the valid slots
+    assert store.valid.tolist() == [[True, True, True, True]]
+
+
 def test_misuse_is_reported():
     with pytest.raises(ValueError, match="too small"):
         MemoryStore(capacity=1)
+    with pytest.raises(ValueError, match="too small: a ring slot, the pinned first frame, the previous frame need 3"):
+        MemoryStore(capacity=2, keep_previous=True)
+    with pytest.raises(RuntimeError, match="first frame must be added"):
+        MemoryStore(capacity=3, keep_previous=True).set_previous(*frame(0), frame_index=0)
+    with pytest.raises(RuntimeError, match="keeps no previous frame"):
+        MemoryStore(capacity=3).set_previous(*frame(0), frame_index=0)
     store = MemoryStore(capacity=3)
     with pytest.raises(RuntimeError, match="empty"):
         _ = store.keys

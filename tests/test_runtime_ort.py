@@ -24,7 +24,11 @@ from cli_helpers import one_error_line, vseg
 
 TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths": (16, 16, 16),
         "key_dim": 16, "value_dim": 16}
-CONFIGS = {"stm": TINY, "lite": {"width": 0.25, "value_width": 0.25, "decoder_widths": (16, 16, 16)}}
+# lite reads its whole memory (4 slots x 4 x 6 pixels): with the previous frame kept, the clip's
+# consecutive frames put near-identical keys in the ring and the previous-frame slot, whose
+# affinities to this random model's queries tie to ~1e-8 at the 20th place, so a rounding
+# difference between the backends would flip which is picked (a 3e-4 change in the output).
+CONFIGS = {"stm": TINY, "lite": {"width": 0.25, "value_width": 0.25, "decoder_widths": (16, 16, 16), "top_k": 96}}
 H, W, FRAMES = 64, 96, 8
 SEQ = "synth-5-0000"
 

@@ -57,23 +57,36 @@ def test_make_policy_picks_one_policy_per_family(models):
         policy("stm", mem_every=0)
 
 
-def test_stm_schedule_and_gflops(models):
+@pytest.mark.parametrize("keep_previous", [False, True])
+def test_stm_schedule_and_gflops(models, keep_previous):
     frames, mask = clip(7)
-    core = InferenceCore(models["stm"], mem_every=3, capacity=3)
-    results = run(core, frames, mask)
+    core = InferenceCore(models["stm"], mem_every=3, capacity=4, keep_previous=keep_previous)
+    results = run(core, frames[:6], mask)
+    # Writes at 0 and 3; with keep_previous the last slot holds the newest frame since then (5).
+    assert core.memory.frame_indices == ([0, 3, -1, 5] if keep_previous else [0, 3, -1, -1])
+    results.append(core.step(frames[6]))
     assert [r.kind for r in results] == ["first", "plain", "plain", "memory", "plain", "plain", "memory"]
     assert [r.memory_written for r in results] == [True, False, False, True, False, False, True]
-    assert core.memory.frame_indices == [0, 3, 6]
-    g = step_gflops(models["stm"], 48, 64, num_objects=2, capacity=3)
-    expected = {"first": g["encode_key"] + g["encode_value"], "plain": g["step"],
-                "memory": g["step"] + g["encode_value"]}
+    # A memory write puts the newest frame in the ring, so the previous-frame slot empties.
+    assert core.memory.frame_indices == [0, 3, 6, -1]
+    g = step_gflops(models["stm"], 48, 64, num_objects=2, capacity=4)
+    expected = {"first": g["encode_key"] + g["encode_value"], "memory": g["step"] + g["encode_value"],
+                "plain": g["step"] + (g["encode_value"] if keep_previous else 0.0)}
     for r in results:
         assert r.gflops.dense == r.gflops.realized == pytest.approx(expected[r.kind])
     summary = core.summary()
     assert summary["gflops"]["dense_total"] == pytest.approx(sum(expected[r.kind] for r in results), abs=1e-3)
     assert summary["keyframes"] == summary["memory_writes"] == 3
+    assert summary["policy"] == {"mem_every": 3, "keep_previous": keep_previous}
     assert summary["engine_ms"]["encode_key"]["calls"] == 7 and summary["engine_ms"]["decode"]["calls"] == 6
-    assert summary["engine_ms"]["encode_value"]["calls"] == 3
+    assert summary["engine_ms"]["encode_value"]["calls"] == (7 if keep_previous else 3)
+
+
+def test_the_previous_frame_needs_a_third_memory_slot(models):
+    frames, mask = clip(1)
+    with pytest.raises(VsegError, match="no room for the previous frame"):
+        InferenceCore(models["stm"], capacity=2).step(frames[0], mask)
+    InferenceCore(models["stm"], capacity=2, keep_previous=False).step(frames[0], mask)
 
 
 def test_lite_carries_the_previous_frame_through_the_state(models):

@@ -51,11 +51,14 @@ def pngs(folder):
 def test_run_writes_overlay_and_json_summary(clip, tmp_path):
     video, mask, weights = clip
     r = vseg("run", str(video), "--mask", str(mask), "--weights", str(weights), "--out", str(tmp_path / "o"),
-             "--overlay", str(tmp_path / "overlay.mp4"), "--json", str(tmp_path / "s.json"), "--mem-every", "4")
+             "--overlay", str(tmp_path / "overlay.mp4"), "--json", str(tmp_path / "s.json"), "--mem-every", "4",
+             "--no-keep-previous")
     assert r.returncode == 0, r.stderr
     s = json.loads((tmp_path / "s.json").read_text())
+    assert s["policy"] == {"mem_every": 4, "keep_previous": False}
     assert s["frames"] == s["written"] == T and s["model"] == "lite"
     assert s["frame_kinds"] == {"first": 1, "plain": 6, "memory": 2} and s["memory_writes"] == s["keyframes"] == 3
+    # without the previous-frame slot, only the memory writes encode values
     assert [s["engine_ms"][e]["calls"] for e in ("encode_key", "decode", "encode_value")] == [T, T - 1, 3]
     per_frame = np.array(s["gflops"]["per_frame"])
     assert per_frame.shape == (T, 2) and np.allclose(per_frame[:, 0], per_frame[:, 1])  # dense model

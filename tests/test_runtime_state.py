@@ -23,18 +23,22 @@ def memory_frame(i):
     return torch.full((1, 2, 3, 3), float(i)), torch.full((1, 2, 4, 3, 3), float(i))
 
 
-def test_memory_front_follows_the_committed_writes_only():
+@pytest.mark.parametrize("keep_previous", [False, True])
+def test_memory_front_follows_the_committed_writes_only(keep_previous):
     rng = np.random.default_rng(0)
-    banks, reference = DoubleBufferedMemory(capacity=4), MemoryStore(capacity=4)
-    for i in range(40):
+    banks = DoubleBufferedMemory(capacity=4, keep_previous=keep_previous)
+    reference = MemoryStore(capacity=4, keep_previous=keep_previous)
+    for i in range(60):
         action = rng.choice(["commit", "discard", "none"])
+        # with keep_previous, most frames after the first go into the previous-frame slot
+        previous = keep_previous and reference.num_writes > 0 and rng.random() < 0.7
         if action != "none":
-            banks.write(*memory_frame(i), frame_index=i)
+            banks.write(*memory_frame(i), frame_index=i, previous=previous)
             with pytest.raises(RuntimeError, match="one memory write per frame"):
                 banks.write(*memory_frame(i), frame_index=i)
         if action == "commit":
             banks.commit()
-            reference.add(*memory_frame(i), frame_index=i)
+            (reference.set_previous if previous else reference.add)(*memory_frame(i), frame_index=i)
         else:
             banks.discard()
         if reference.num_writes:

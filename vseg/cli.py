@@ -172,6 +172,7 @@ Weights = Annotated[Path | None, typer.Option("--weights", help="torch backend: 
 BackendName = Annotated[str, typer.Option("--backend", help="torch (PyTorch), ort (onnxruntime on an --engines folder); trt comes later.")]
 Engines = Annotated[Path | None, typer.Option("--engines", help="ort backend: an engine folder written by vseg export.")]
 MemEvery = Annotated[int, typer.Option("--mem-every", help="Write memory every N frames.")]
+KeepPrevious = Annotated[bool, typer.Option("--keep-previous/--no-keep-previous", help="Keep the previous frame in a temporary memory slot between writes, as STM does (one more encode_value per frame).")]
 Budget = Annotated[float | None, typer.Option("--budget", help="spvos: share of dense work to spend (in the trained range).")]
 DenseEvery = Annotated[int | None, typer.Option("--dense-every", help="spvos: run all-dense at least every N frames.")]
 ClipHeight = Annotated[int, typer.Option("--height", help="Synthetic clip height (an engine folder's size wins).")]
@@ -194,6 +195,7 @@ def run(
     overlay: Annotated[Path | None, typer.Option("--overlay", help="Also write the masks blended on the video to this mp4.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same --out folder.")] = False,
     mem_every: MemEvery = 5,
+    keep_previous: KeepPrevious = True,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after N frames.")] = None,
     budget: Budget = None,
     dense_every: DenseEvery = None,
@@ -213,8 +215,8 @@ def run(
         raise VsegError(f"--model {model} segments the objects of a first-frame mask: pass --mask first.png")
     with open_backend(backend, model, weights=weights, engines=engines) as runner, progress() as bar:
         job = bar.add_task(f"{model} on {video.name}", total=None)
-        summary = run_vos(video, mask, runner, out, mem_every=mem_every, budget=budget, dense_every=dense_every,
-                          max_frames=max_frames, overlay=overlay, resume=resume, on_frame=_frame_progress(bar, job))
+        summary = run_vos(video, mask, runner, out, mem_every=mem_every, keep_previous=keep_previous, budget=budget,
+                          dense_every=dense_every, max_frames=max_frames, overlay=overlay, resume=resume, on_frame=_frame_progress(bar, job))
     described = summary["backend"]
     console.print(f"wrote {summary['written']} masks to {summary['out']} ({len(summary['objects'])} object(s), "
                   f"{summary['fps']:.2f} frames/s, {backend} on {described['device']})", highlight=False)
@@ -284,6 +286,7 @@ def profile(
     height: ClipHeight = 240,
     width: ClipWidth = 432,
     mem_every: MemEvery = 5,
+    keep_previous: KeepPrevious = True,
     budget: Budget = None,
     dense_every: DenseEvery = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Per-frame latency plot (PNG).")] = None,
@@ -295,7 +298,8 @@ def profile(
 
     with open_backend(backend, model, weights=weights, engines=engines) as runner:
         result = profile_vos(runner, video=video, mask=mask, frames=frames, warmup=warmup, height=height,
-                             width=width, mem_every=mem_every, budget=budget, dense_every=dense_every)
+                             width=width, mem_every=mem_every, keep_previous=keep_previous, budget=budget,
+                             dense_every=dense_every)
     described, lat, g = result["backend"], result["latency_ms"], result["gflops"]
     console.print(f"{model} on {backend} ({', '.join(described['providers'])}; {described['device']}), "
                   f"{result['engine_size'][0]}x{result['engine_size'][1]}, {result['objects']} object(s), "

@@ -2,7 +2,8 @@
 
 Each frame runs the engines of :mod:`vseg.export.graphs` through a backend
 (:mod:`vseg.runtime.backends`): ``encode_key``, then ``decode`` against the memory (not on
-the first frame, whose mask is given), then ``encode_value`` when the frame writes memory. The
+the first frame, whose mask is given), then ``encode_value`` when the frame writes memory or
+goes into the memory's previous-frame slot (by default, every other frame). The
 model family's scheduler policy (:mod:`vseg.runtime.policies`) decides what each frame runs
 and which extra inputs and state the key encoder has; the loop itself has no model- or
 backend-specific branch. Per-video state is double-buffered (:mod:`vseg.runtime.state`): a
@@ -63,16 +64,17 @@ class InferenceCore:
 
     engine: a :class:`Backend` (activated here if it is not), or a model, which is run by a
     :class:`TorchBackend` on its device. capacity: memory slots (an engine folder's own count
-    wins). mem_every / budget / dense_every: the scheduler policy's options (budget and
-    dense_every for spvos only), or pass a ready ``policy``.
+    wins). mem_every / budget / dense_every / keep_previous: the scheduler policy's options
+    (budget and dense_every for spvos only), or pass a ready ``policy``.
     """
 
     def __init__(self, engine, mem_every: int = 5, capacity: int = 8, budget: float | None = None,
-                 dense_every: int | None = None, policy: MemoryPolicy | None = None) -> None:
+                 dense_every: int | None = None, policy: MemoryPolicy | None = None,
+                 keep_previous: bool = True) -> None:
         self.backend: Backend = engine if isinstance(engine, Backend) else TorchBackend(engine)
         self.backend.activate()
         self.policy = policy or make_policy(self.backend.model_name, self.backend.model_config, mem_every,
-                                            budget, dense_every)
+                                            budget, dense_every, keep_previous)
         self.capacity = capacity
         self.object_ids: tuple[int, ...] = ()
         self.geometry: Geometry | None = None
@@ -119,10 +121,10 @@ class InferenceCore:
             key_out = self.backend.infer("encode_key", {"frame": image, **self.policy.key_feeds(plan, state)})
             outputs = key_out if first_probs is not None else {**key_out, **self._decode(key_out, plan, state)}
             probs = first_probs if first_probs is not None else torch.softmax(outputs["logits"].float(), dim=1)
-            if plan.writes_memory:
+            if plan.encodes_value:
                 values = self.backend.infer("encode_value", {"frame": image, "masks": probs[:, 1:],
                                                              "feat16": key_out["feat16"]})["values"]
-                state.memory.write(key_out["key"], values, frame_index=index)
+                state.memory.write(key_out["key"], values, frame_index=index, previous=not plan.writes_memory)
             self.policy.after_frame(plan, outputs, probs, state)
             state.set("frame_index", index + 1)
             gflops = self.policy.frame_gflops(plan, outputs)
@@ -177,9 +179,13 @@ class InferenceCore:
         hp = self._size[0] + self._pad[2] + self._pad[3]
         wp = self._size[1] + self._pad[0] + self._pad[1]
         self.geometry = self.backend.bind(Geometry(hp, wp, len(chosen), self.capacity))
+        if self.policy.keep_previous and self.geometry.capacity < 3:
+            raise InputError(f"a memory of {self.geometry.capacity} slots has no room for the previous frame "
+                             "(the pinned first frame, one ring slot and the previous frame need 3): "
+                             "use a larger capacity or --no-keep-previous")
         device = self.backend.device
         initial = self.policy.bind(self.geometry, {e: self.backend.input_specs(e) for e in ENGINES}, device)
-        self.state = VideoState(self.geometry.capacity, frame_index=0, **initial)
+        self.state = VideoState(self.geometry.capacity, self.policy.keep_previous, frame_index=0, **initial)
         self.costs, self.kinds = [], []
         self.object_ids = tuple(chosen)
         self._id_lookup = torch.tensor([0, *chosen], dtype=torch.uint8)

@@ -5,6 +5,11 @@ says which hold a frame. The first frame written (the one with the user's mask, 
 ground truth) is pinned in slot 0 and never overwritten; later writes cycle through slots
 1..capacity-1, replacing the oldest.
 
+With ``keep_previous`` the last slot is instead a temporary one, as in STM (Oh et al., ICCV
+2019): it holds the previous frame between memory writes (:meth:`set_previous`, overwritten
+every frame) so the newest appearance is always in memory; a memory write, which puts that
+same newest frame into the ring, empties it. The ring is then slots 1..capacity-2.
+
 Layout, for B frames per batch, Ck key and Cv value channels, K objects, T = capacity and an
 h x w stride-16 grid: keys [B, Ck, T, h, w], values [B, K, Cv, T, h, w], valid [B, T] bool,
 exactly what :meth:`vseg.models.stm.MemoryNetwork.read_memory` takes.
@@ -19,12 +24,16 @@ class MemoryStore:
     """Ring buffer of memory keys/values. Buffers are allocated on the first :meth:`add`, on
     that key's device and dtype, with its shapes; later adds must match them."""
 
-    def __init__(self, capacity: int = 8, pin_first: bool = True) -> None:
-        if capacity < (2 if pin_first else 1):
-            raise ValueError(f"memory capacity {capacity} is too small (pinning the first frame needs 2)")
+    def __init__(self, capacity: int = 8, pin_first: bool = True, keep_previous: bool = False) -> None:
+        needed = 1 + pin_first + keep_previous
+        if capacity < needed:
+            parts = ["a ring slot"] + ["the pinned first frame"] * pin_first + ["the previous frame"] * keep_previous
+            raise ValueError(f"memory capacity {capacity} is too small: {', '.join(parts)} need {needed} slots")
         self.capacity = capacity
         self.pin_first = pin_first
-        self.num_writes = 0
+        self.keep_previous = keep_previous
+        self.num_writes = 0  # memory writes (add); set_previous is not counted
+        self._clock = 0  # every write of either kind, to order the slots
         self._keys: torch.Tensor | None = None
         self._values: torch.Tensor | None = None
         self._valid = [False] * capacity  # host copy of the mask: counting needs no device sync
@@ -32,34 +41,59 @@ class MemoryStore:
         self._frame_index = [-1] * capacity  # which frame each slot holds, -1 = empty
         self._write_number = [-1] * capacity  # which write filled each slot
 
+    @property
+    def previous_slot(self) -> int | None:
+        """The temporary slot of :meth:`set_previous` (None without ``keep_previous``)."""
+        return self.capacity - 1 if self.keep_previous else None
+
     def next_slot(self) -> int:
         """The slot the next :meth:`add` writes to."""
+        ring = self.capacity - self.keep_previous
         if not self.pin_first:
-            return self.num_writes % self.capacity
+            return self.num_writes % ring
         if self.num_writes == 0:
             return 0
-        return 1 + (self.num_writes - 1) % (self.capacity - 1)
+        return 1 + (self.num_writes - 1) % (ring - 1)
 
     def add(self, key: torch.Tensor, values: torch.Tensor, frame_index: int | None = None) -> int:
         """Write one memory frame: key [B, Ck, h, w], values [B, K, Cv, h, w]. Returns the slot.
 
-        The tensors are copied into the buffers (no reference to them is kept).
+        The tensors are copied into the buffers (no reference to them is kept). Empties the
+        temporary slot, if any: the frame it would hold is now in the ring.
         """
+        slot = self.next_slot()
+        self._put(slot, key, values, self.num_writes if frame_index is None else frame_index)
+        self.num_writes += 1
+        if self.keep_previous:
+            self._valid[self.previous_slot] = False
+            self._valid_mask[:, self.previous_slot] = False
+            self._frame_index[self.previous_slot] = -1
+        return slot
+
+    def set_previous(self, key: torch.Tensor, values: torch.Tensor, frame_index: int) -> int:
+        """Put the previous frame (shapes as in :meth:`add`) in the temporary slot; returns it.
+        Needs ``keep_previous`` and a first :meth:`add` (the pinned frame comes first)."""
+        if not self.keep_previous:
+            raise RuntimeError("this memory keeps no previous frame (keep_previous=False)")
+        if self.num_writes == 0:
+            raise RuntimeError("the first frame must be added before a previous frame")
+        self._put(self.previous_slot, key, values, frame_index)
+        return self.previous_slot
+
+    def _put(self, slot: int, key: torch.Tensor, values: torch.Tensor, frame_index: int) -> None:
         if self._keys is None:
             self._allocate(key, values)
         assert self._keys is not None and self._values is not None and self._valid_mask is not None
         if key.shape != self._keys[:, :, 0].shape or values.shape != self._values[:, :, :, 0].shape:
             raise ValueError(f"memory frame of shapes {tuple(key.shape)}, {tuple(values.shape)} does not fit "
                              f"a memory of {tuple(self._keys.shape)}, {tuple(self._values.shape)}")
-        slot = self.next_slot()
         self._keys[:, :, slot] = key
         self._values[:, :, :, slot] = values
         self._valid[slot] = True
         self._valid_mask[:, slot] = True
-        self._frame_index[slot] = self.num_writes if frame_index is None else frame_index
-        self._write_number[slot] = self.num_writes
-        self.num_writes += 1
-        return slot
+        self._frame_index[slot] = frame_index
+        self._write_number[slot] = self._clock
+        self._clock += 1
 
     def copy_from(self, other: MemoryStore, slots) -> None:
         """Make this store equal ``other``, given that they differ at most in ``slots``.
@@ -67,8 +101,9 @@ class MemoryStore:
         Copies those slots' keys and values and all the (small) bookkeeping; used by the
         runtime's double-buffered memory, whose two stores differ by the last write only.
         """
-        if other.capacity != self.capacity or other.pin_first != self.pin_first:
-            raise ValueError("copy_from needs a store of the same capacity and pinning")
+        if (other.capacity, other.pin_first, other.keep_previous) != (self.capacity, self.pin_first,
+                                                                      self.keep_previous):
+            raise ValueError("copy_from needs a store of the same capacity, pinning and previous slot")
         if other._keys is None:  # other is empty: so becomes this one
             self._keys = self._values = self._valid_mask = None
             slots = ()
@@ -79,7 +114,7 @@ class MemoryStore:
             self._values[:, :, :, slot] = other._values[:, :, :, slot]
         if other._valid_mask is not None:
             self._valid_mask.copy_(other._valid_mask)
-        self.num_writes = other.num_writes
+        self.num_writes, self._clock = other.num_writes, other._clock
         self._valid = list(other._valid)
         self._frame_index = list(other._frame_index)
         self._write_number = list(other._write_number)
@@ -112,7 +147,8 @@ class MemoryStore:
 
     @property
     def frame_indices(self) -> list[int]:
-        """Per slot, the frame index given to :meth:`add` (or the write count), -1 if empty."""
+        """Per slot, the frame index given to :meth:`add` / :meth:`set_previous` (or the write
+        count), -1 if empty."""
         return list(self._frame_index)
 
     @property
@@ -120,7 +156,8 @@ class MemoryStore:
         return sum(self._valid)
 
     def oldest_to_newest(self) -> list[int]:
-        """Slots holding frames, in write order (the pinned slot first when pinning)."""
+        """Slots holding frames, in write order (the pinned slot first when pinning, the
+        previous frame last when it is held)."""
         slots = [s for s in range(self.capacity) if self._valid[s]]
         return sorted(slots, key=lambda s: self._write_number[s])
 

@@ -5,12 +5,15 @@ model and backend; everything family-specific sits in ONE policy object, chosen 
 :func:`make_policy` from the model name:
 
 - :class:`MemoryPolicy` (stm, and lite without STFF): a memory write on the first frame and
-  every ``mem_every`` frames; no other state.
+  every ``mem_every`` frames, and (``keep_previous``, the default) every other frame goes into
+  the memory's temporary previous-frame slot, as STM does: one more ``encode_value`` per frame,
+  and the newest appearance is always in memory; no other state.
 - :class:`StffPolicy` (lite): the same plus STFF's previous frame, the raw stride-16 feature
   ``prev_feat16`` [1, C16, h, w] and the foreground probability ``prev_fg`` [1, 1, H, W].
 - :class:`SparsePolicy` (spvos): the same memory writes; the key encoder runs all-dense on
   the first frame, on memory writes and once ``dense_every`` frames have passed since the last
-  dense frame, gated at ``budget`` otherwise; the gated decoder likewise, and also on the first
+  dense frame, gated at ``budget`` otherwise (a gated frame's key may go into the previous-
+  frame slot: that slot is overwritten by the next frame, so it needs no dense key); the gated decoder likewise, and also on the first
   decoded frame (frame 0 is not decoded, so there is no previous decode to reuse); the gate
   state of both engines (``state_in.*``) carries over; the realized GFLOPs come from the
   engines' int32 ``decision.*`` outputs.
@@ -49,6 +52,11 @@ class FramePlan:
     writes_memory: bool
     dense: bool  # the key encoder computes every output (always, for the dense models)
     decode_dense: bool = True  # the decoder does (spvos: also on the first decoded frame)
+    writes_previous: bool = False  # the frame goes into the memory's previous-frame slot
+
+    @property
+    def encodes_value(self) -> bool:
+        return self.writes_memory or self.writes_previous
 
     @property
     def keyframe(self) -> bool:
@@ -69,14 +77,15 @@ class FrameGflops:
 class MemoryPolicy:
     """stm's schedule: memory writes every ``mem_every`` frames (see the module docstring)."""
 
-    def __init__(self, model_name: str, config: dict, mem_every: int = 5) -> None:
+    def __init__(self, model_name: str, config: dict, mem_every: int = 5, keep_previous: bool = True) -> None:
         if mem_every < 1:
             raise VsegError(f"mem_every must be >= 1, got {mem_every}")
         self.model_name, self.config, self.mem_every = model_name, dict(config), mem_every
+        self.keep_previous = keep_previous
         self._gflops: dict[str, float] = {}
 
     def options(self) -> dict:
-        return {"mem_every": self.mem_every}
+        return {"mem_every": self.mem_every, "keep_previous": self.keep_previous}
 
     def bind(self, geometry: Geometry, specs: dict[str, dict[str, TensorSpec]], device: torch.device) -> dict:
         """Count the engines' GFLOPs at ``geometry``; returns the initial state values (the
@@ -91,7 +100,10 @@ class MemoryPolicy:
     def plan(self, index: int, state: VideoState) -> FramePlan:
         writes = index % self.mem_every == 0
         kind = "first" if index == 0 else ("memory" if writes else "plain")
-        return FramePlan(index, kind, writes, dense=True)
+        return FramePlan(index, kind, writes, dense=True, writes_previous=self._writes_previous(writes))
+
+    def _writes_previous(self, writes_memory: bool) -> bool:
+        return self.keep_previous and not writes_memory
 
     def key_feeds(self, plan: FramePlan, state: VideoState) -> dict[str, torch.Tensor]:
         """encode_key inputs besides ``frame``."""
@@ -109,7 +121,7 @@ class MemoryPolicy:
     def frame_gflops(self, plan: FramePlan, outputs: dict[str, torch.Tensor]) -> FrameGflops:
         """GFLOPs of the frame; outputs as in :meth:`after_frame`."""
         dense = self._gflops["encode_key"] + (self._gflops["segment"] if plan.kind != "first" else 0.0)
-        dense += self._gflops["encode_value"] if plan.writes_memory else 0.0
+        dense += self._gflops["encode_value"] if plan.encodes_value else 0.0
         return FrameGflops(dense, dense)
 
     def summary(self, costs: list[FrameGflops]) -> dict:
@@ -138,8 +150,8 @@ class SparsePolicy(MemoryPolicy):
     """spvos: memory writes, dense refreshes, gate state and budget (see the module docstring)."""
 
     def __init__(self, model_name: str, config: dict, mem_every: int = 5, budget: float | None = None,
-                 dense_every: int | None = None) -> None:
-        super().__init__(model_name, config, mem_every)
+                 dense_every: int | None = None, keep_previous: bool = True) -> None:
+        super().__init__(model_name, config, mem_every, keep_previous)
         low, high = config["budget_low"], config["budget_high"]
         self.budget = check_budget(config["budget"] if budget is None else budget, low, high)
         self.dense_every = config["dense_every"] if dense_every is None else dense_every
@@ -173,7 +185,8 @@ class SparsePolicy(MemoryPolicy):
         else:
             kind = "refresh" if refresh else "sparse"
         dense = writes or refresh
-        return FramePlan(index, kind, writes, dense=dense, decode_dense=dense or not state["decoder_ready"])
+        return FramePlan(index, kind, writes, dense=dense, decode_dense=dense or not state["decoder_ready"],
+                         writes_previous=self._writes_previous(writes))
 
     def key_feeds(self, plan: FramePlan, state: VideoState) -> dict[str, torch.Tensor]:
         feeds = {"dense": torch.tensor([plan.dense]), "budget": torch.tensor([self.budget], dtype=torch.float32)}
@@ -205,7 +218,7 @@ class SparsePolicy(MemoryPolicy):
         cost = model.frame_cost(key_decisions, plan.dense, decoder_decisions, plan.decode_dense)
         # what the cost model leaves out: the memory read and the memory write
         rest = self._gflops["segment"] - model.decode_dense_flops / 1e9 if decoded else 0.0
-        rest += self._gflops["encode_value"] if plan.writes_memory else 0.0
+        rest += self._gflops["encode_value"] if plan.encodes_value else 0.0
         return FrameGflops(cost.dense_gflops + rest, cost.realized_gflops + rest, cost)
 
     def summary(self, costs: list[FrameGflops]) -> dict:
@@ -231,14 +244,14 @@ def _engine_gflops(model_name: str, config_json: str, geometry: Geometry) -> dic
 
 
 def make_policy(model_name: str, config: dict, mem_every: int = 5, budget: float | None = None,
-                dense_every: int | None = None) -> MemoryPolicy:
+                dense_every: int | None = None, keep_previous: bool = True) -> MemoryPolicy:
     """The scheduler policy of a model family; ``budget``/``dense_every`` only for spvos."""
     if model_name not in VOS_MODELS:
         raise VsegError(f"{model_name} is not a VOS model; this runtime runs {', '.join(VOS_MODELS)}")
     if model_name == "spvos":
-        return SparsePolicy(model_name, config, mem_every, budget, dense_every)
+        return SparsePolicy(model_name, config, mem_every, budget, dense_every, keep_previous)
     if budget is not None or dense_every is not None:
         raise VsegError(f"--budget and --dense-every apply to spvos, not {model_name}")
     if model_name == "lite" and config.get("use_stff", False):
-        return StffPolicy(model_name, config, mem_every)
-    return MemoryPolicy(model_name, config, mem_every)
+        return StffPolicy(model_name, config, mem_every, keep_previous)
+    return MemoryPolicy(model_name, config, mem_every, keep_previous)

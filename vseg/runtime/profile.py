@@ -90,7 +90,7 @@ class _Clip:
 
 def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str | Path | None = None,
                 frames: int = 60, warmup: int = 5, height: int = 240, width: int = 432, mem_every: int = 5,
-                budget: float | None = None, dense_every: int | None = None, max_objects: int | None = None,
+                keep_previous: bool = True, budget: float | None = None, dense_every: int | None = None, max_objects: int | None = None,
                 seed: int = 0) -> dict:
     """Profile ``backend`` (active) on ``video`` or a synthetic clip; returns a JSON-ready dict.
 
@@ -105,7 +105,8 @@ def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str 
         present = [int(v) for v in np.unique(clip.ids) if v]
         if not present:
             raise InputError(f"{mask}: the mask has no objects (all background)")
-        options = {"mem_every": mem_every, "budget": budget, "dense_every": dense_every}
+        options = {"mem_every": mem_every, "keep_previous": keep_previous, "budget": budget,
+                   "dense_every": dense_every}
         limits = [n for n in (max_objects, backend.static_objects) if n is not None]
         tracked = present[:min(limits, default=len(present))]
 

@@ -121,13 +121,13 @@ def _clear_earlier_run(out_dir: Path) -> int:
 
 
 def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str | Path, *, mem_every: int = 5,
-            capacity: int = 8, budget: float | None = None, dense_every: int | None = None,
+            keep_previous: bool = True, capacity: int = 8, budget: float | None = None, dense_every: int | None = None,
             max_frames: int | None = None, overlay: str | Path | None = None, resume: bool = False,
             on_frame: Callable[[int, int | None], None] | None = None) -> dict:
     """Segment ``video`` from the first-frame ``mask`` through ``backend``; returns a summary dict.
 
-    mem_every / budget / dense_every: the scheduler policy's options (budget and dense_every
-    for spvos); capacity: memory slots (an engine folder's own count wins). overlay: also write
+    mem_every / keep_previous / budget / dense_every: the scheduler policy's options (budget
+    and dense_every for spvos); capacity: memory slots (an engine folder's own count wins). overlay: also write
     the masks blended on the video to this mp4. resume: continue an interrupted run (see the
     module docstring). on_frame(index, total) is called after each frame is written (total may
     be None). A mask whose size differs from the video, an empty mask, a mask with colours
@@ -137,7 +137,8 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
     ids, palette = read_mask(mask)
     if not ids.any():
         raise InputError(f"{mask}: the mask has no objects (all background)")
-    core = InferenceCore(backend, mem_every=mem_every, capacity=capacity, budget=budget, dense_every=dense_every)
+    core = InferenceCore(backend, mem_every=mem_every, capacity=capacity, budget=budget, dense_every=dense_every,
+                         keep_previous=keep_previous)
     with VideoSource(video, motion_vectors=False) as source:
         if (source.height, source.width) != ids.shape:
             raise InputError(f"{mask}: mask is {ids.shape[0]}x{ids.shape[1]} but {video} is "

@@ -8,8 +8,9 @@ there. Engines with static I/O (TensorRT, CUDA graphs) want fixed buffers, which
 the memory keeps two fixed banks instead of reallocating.
 
 - :class:`DoubleBufferedMemory`: two :class:`~vseg.runtime.memory.MemoryStore` banks. A frame
-  writes at most one memory slot, so the banks differ in at most the slots written since they
-  were last synchronised; only those are copied before the next write.
+  writes at most one memory slot (a memory write or the previous frame), so the banks differ in
+  at most the slots written since they were last synchronised; only those are copied before
+  the next write.
 - :class:`VideoState`: the memory plus named values (the policies' state: gate state, the
   STFF previous frame, counters), held as references in two dicts. Values are replaced, never
   changed in place, so the front dict can never see a half-written frame.
@@ -28,9 +29,9 @@ class DoubleBufferedMemory:
     """Memory ring buffer in two banks: ``front`` (read by the current frame) and a back bank
     (the current frame's write). Layout of the banks: see :class:`MemoryStore`."""
 
-    def __init__(self, capacity: int) -> None:
-        self.front = MemoryStore(capacity)
-        self._back = MemoryStore(capacity)
+    def __init__(self, capacity: int, keep_previous: bool = False) -> None:
+        self.front = MemoryStore(capacity, keep_previous=keep_previous)
+        self._back = MemoryStore(capacity, keep_previous=keep_previous)
         self._stale: set[int] = set()  # slots where the back bank differs from the front
         self._pending = False
 
@@ -38,13 +39,17 @@ class DoubleBufferedMemory:
     def capacity(self) -> int:
         return self.front.capacity
 
-    def write(self, key: torch.Tensor, values: torch.Tensor, frame_index: int) -> int:
-        """Write key [1, Ck, h, w], values [1, K, Cv, h, w] into the back bank; returns the slot.
-        Visible in ``front`` only after :meth:`commit`."""
+    def write(self, key: torch.Tensor, values: torch.Tensor, frame_index: int, previous: bool = False) -> int:
+        """Write key [1, Ck, h, w], values [1, K, Cv, h, w] into the back bank, as a memory
+        write or (``previous``) into the previous-frame slot; returns the slot. Visible in
+        ``front`` only after :meth:`commit`."""
         if self._pending:
             raise RuntimeError("one memory write per frame: commit() or discard() first")
         self._back.copy_from(self.front, sorted(self._stale))
-        slot = self._back.add(key, values, frame_index=frame_index)
+        if previous:
+            slot = self._back.set_previous(key, values, frame_index=frame_index)
+        else:
+            slot = self._back.add(key, values, frame_index=frame_index)
         self._stale = {slot}
         self._pending = True
         return slot
@@ -69,8 +74,8 @@ class VideoState:
     front's), :meth:`commit` / :meth:`discard` end the frame.
     """
 
-    def __init__(self, capacity: int, **initial: Any) -> None:
-        self.memory = DoubleBufferedMemory(capacity)
+    def __init__(self, capacity: int, keep_previous: bool = False, **initial: Any) -> None:
+        self.memory = DoubleBufferedMemory(capacity, keep_previous)
         self._front: dict[str, Any] = dict(initial)
         self._back: dict[str, Any] | None = None
 
