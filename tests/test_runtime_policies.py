@@ -84,7 +84,7 @@ def test_stm_schedule_and_gflops(models, keep_previous):
 
 def test_the_previous_frame_needs_a_third_memory_slot(models):
     frames, mask = clip(1)
-    with pytest.raises(VsegError, match="no room for the previous frame"):
+    with pytest.raises(VsegError, match="the previous frame need 3 slots: use a larger capacity or --no-keep-previous"):
         InferenceCore(models["stm"], capacity=2).step(frames[0], mask)
     InferenceCore(models["stm"], capacity=2, keep_previous=False).step(frames[0], mask)
 

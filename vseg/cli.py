@@ -216,7 +216,8 @@ def run(
     with open_backend(backend, model, weights=weights, engines=engines) as runner, progress() as bar:
         job = bar.add_task(f"{model} on {video.name}", total=None)
         summary = run_vos(video, mask, runner, out, mem_every=mem_every, keep_previous=keep_previous, budget=budget,
-                          dense_every=dense_every, max_frames=max_frames, overlay=overlay, resume=resume, on_frame=_frame_progress(bar, job))
+                          dense_every=dense_every, max_frames=max_frames, overlay=overlay, resume=resume,
+                          on_frame=_frame_progress(bar, job))
     described = summary["backend"]
     console.print(f"wrote {summary['written']} masks to {summary['out']} ({len(summary['objects'])} object(s), "
                   f"{summary['fps']:.2f} frames/s, {backend} on {described['device']})", highlight=False)

@@ -179,13 +179,13 @@ class InferenceCore:
         hp = self._size[0] + self._pad[2] + self._pad[3]
         wp = self._size[1] + self._pad[0] + self._pad[1]
         self.geometry = self.backend.bind(Geometry(hp, wp, len(chosen), self.capacity))
-        if self.policy.keep_previous and self.geometry.capacity < 3:
-            raise InputError(f"a memory of {self.geometry.capacity} slots has no room for the previous frame "
-                             "(the pinned first frame, one ring slot and the previous frame need 3): "
-                             "use a larger capacity or --no-keep-previous")
         device = self.backend.device
         initial = self.policy.bind(self.geometry, {e: self.backend.input_specs(e) for e in ENGINES}, device)
-        self.state = VideoState(self.geometry.capacity, self.policy.keep_previous, frame_index=0, **initial)
+        try:
+            self.state = VideoState(self.geometry.capacity, self.policy.keep_previous, frame_index=0, **initial)
+        except ValueError as e:  # a memory too small for the schedule
+            hint = " or --no-keep-previous" if self.policy.keep_previous else ""
+            raise InputError(f"{e}: use a larger capacity{hint}") from None
         self.costs, self.kinds = [], []
         self.object_ids = tuple(chosen)
         self._id_lookup = torch.tensor([0, *chosen], dtype=torch.uint8)

@@ -13,8 +13,8 @@ model and backend; everything family-specific sits in ONE policy object, chosen 
 - :class:`SparsePolicy` (spvos): the same memory writes; the key encoder runs all-dense on
   the first frame, on memory writes and once ``dense_every`` frames have passed since the last
   dense frame, gated at ``budget`` otherwise (a gated frame's key may go into the previous-
-  frame slot: that slot is overwritten by the next frame, so it needs no dense key); the gated decoder likewise, and also on the first
-  decoded frame (frame 0 is not decoded, so there is no previous decode to reuse); the gate
+  frame slot: the next frame overwrites it, so it needs no dense key); the gated decoder
+  likewise, and also on the first decoded frame (frame 0 is not decoded, so there is no previous decode to reuse); the gate
   state of both engines (``state_in.*``) carries over; the realized GFLOPs come from the
   engines' int32 ``decision.*`` outputs.
 
