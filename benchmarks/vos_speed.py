@@ -1,7 +1,8 @@
 """VOS models side by side on this machine: parameters, GFLOPs per frame and time per frame.
 
 Every model runs the same frames through its own :class:`InferenceCore` (memory writes every
-``mem_every`` frames included), one frame of each model in turn, so machine load hits all of
+``mem_every`` frames and, unless ``--no-keep-previous``, the previous-frame slot's
+``encode_value`` on the other frames included), one frame of each model in turn, so machine load hits all of
 them alike. The first frame (mask encoding) and ``--warmup`` frames are not timed; the figure
 is the median time per frame. Weights are the shipped ones when present, else random (speed
 does not depend on the values). Example:
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--mem-every", type=int, default=5)
+    ap.add_argument("--no-keep-previous", dest="keep_previous", action="store_false",
+                    help="the old schedule: no previous frame in memory, encode_value on memory writes only")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -66,10 +69,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         model, source = load_or_build(name)
         flops = step_gflops(model, args.height, args.width, num_objects=objects)
+        value_share = 1.0 if args.keep_previous else 1.0 / args.mem_every  # of frames that run encode_value
         rows[name] = {"weights": source, "parameters": count_parameters(model),
                       "gflops_step": flops["step"], "gflops_memory_write": flops["encode_value"],
-                      "gflops_per_frame": flops["step"] + flops["encode_value"] / args.mem_every, "times": []}
-        cores[name] = InferenceCore(model, mem_every=args.mem_every)
+                      "gflops_per_frame": flops["step"] + flops["encode_value"] * value_share, "times": []}
+        cores[name] = InferenceCore(model, mem_every=args.mem_every, keep_previous=args.keep_previous)
     for t, frame in enumerate(frames):
         for name in names:  # interleaved: each frame runs on every model before the next
             start = time.perf_counter()
@@ -82,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     base = names[0]
     print(f"{args.height}x{args.width}, {objects} object(s), {len(frames)} frames, mem_every {args.mem_every}, "
+          f"previous frame {'kept' if args.keep_previous else 'not kept'}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'model':8} {'params':>12} {'GFLOPs/frame':>13} {'ms/frame':>9} {'fps':>6}  vs {base}")
     for name, r in rows.items():
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['fps']:>6.2f}  {ratio}")
     result = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
               "height": args.height, "width": args.width, "objects": objects, "frames": len(frames),
-              "mem_every": args.mem_every, "models": rows}
+              "mem_every": args.mem_every, "keep_previous": args.keep_previous, "models": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result
