@@ -19,6 +19,7 @@ import torch
 from vseg.jsonio import write_json
 from vseg.models.registry import step_gflops
 from vseg.models.weights import load_named_model
+from vseg.runtime.policies import value_encode_share
 from vseg.train import validate_vos
 
 # (mem_every, capacity, keep_previous): the old default, denser writes, the default and its neighbours
@@ -37,7 +38,7 @@ def gflops_per_frame(model, mem_every: int, capacity: int, keep_previous: bool, 
     """Average GFLOPs per frame over a long clip: every frame runs encode_key and decode, and
     encode_value on memory writes (1 in mem_every) or, with keep_previous, on every frame."""
     g = step_gflops(model, height, width, objects, capacity)
-    return g["step"] + g["encode_value"] * (1.0 if keep_previous else 1.0 / mem_every)
+    return g["step"] + g["encode_value"] * value_encode_share(mem_every, keep_previous)
 
 
 def main(argv: list[str] | None = None) -> dict:

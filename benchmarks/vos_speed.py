@@ -2,8 +2,8 @@
 
 Every model runs the same frames through its own :class:`InferenceCore` (memory writes every
 ``mem_every`` frames and, unless ``--no-keep-previous``, the previous-frame slot's
-``encode_value`` on the other frames included), one frame of each model in turn, so machine load hits all of
-them alike. The first frame (mask encoding) and ``--warmup`` frames are not timed; the figure
+``encode_value`` on the other frames included), one frame of each model in turn, so machine
+load hits all of them alike. The first frame (mask encoding) and ``--warmup`` frames are not timed; the figure
 is the median time per frame. Weights are the shipped ones when present, else random (speed
 does not depend on the values). Example:
 
@@ -29,6 +29,7 @@ from vseg.errors import VsegError
 from vseg.models.registry import build_model, count_parameters, step_gflops
 from vseg.models.weights import load_named_model
 from vseg.runtime.inference_core import InferenceCore
+from vseg.runtime.policies import value_encode_share
 
 
 def load_or_build(name: str):
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         model, source = load_or_build(name)
         flops = step_gflops(model, args.height, args.width, num_objects=objects)
-        value_share = 1.0 if args.keep_previous else 1.0 / args.mem_every  # of frames that run encode_value
+        value_share = value_encode_share(args.mem_every, args.keep_previous)
         rows[name] = {"weights": source, "parameters": count_parameters(model),
                       "gflops_step": flops["step"], "gflops_memory_write": flops["encode_value"],
                       "gflops_per_frame": flops["step"] + flops["encode_value"] * value_share, "times": []}

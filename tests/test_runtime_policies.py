@@ -9,7 +9,7 @@ from vseg.errors import VsegError
 from vseg.models.registry import build_model, step_gflops
 from vseg.runtime.backends import TorchBackend, choose_providers, open_backend
 from vseg.runtime.inference_core import InferenceCore
-from vseg.runtime.policies import MemoryPolicy, SparsePolicy, StffPolicy, make_policy
+from vseg.runtime.policies import MemoryPolicy, SparsePolicy, StffPolicy, make_policy, value_encode_share
 
 TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths": (16, 16, 16),
         "key_dim": 16, "value_dim": 16}
@@ -64,6 +64,8 @@ def test_stm_schedule_and_gflops(models, keep_previous):
     results = run(core, frames[:6], mask)
     # Writes at 0 and 3; with keep_previous the last slot holds the newest frame since then (5).
     assert core.memory.frame_indices == ([0, 3, -1, 5] if keep_previous else [0, 3, -1, -1])
+    # the benchmarks' per-frame average of encode_value runs, over whole write periods
+    assert core.summary()["engine_ms"]["encode_value"]["calls"] == 6 * value_encode_share(3, keep_previous)
     results.append(core.step(frames[6]))
     assert [r.kind for r in results] == ["first", "plain", "plain", "memory", "plain", "plain", "memory"]
     assert [r.memory_written for r in results] == [True, False, False, True, False, False, True]

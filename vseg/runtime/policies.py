@@ -243,6 +243,12 @@ def _engine_gflops(model_name: str, config_json: str, geometry: Geometry) -> dic
     return step_gflops(model, geometry.height, geometry.width, geometry.objects, geometry.capacity)
 
 
+def value_encode_share(mem_every: int, keep_previous: bool) -> float:
+    """Share of a long clip's frames that run ``encode_value`` under :class:`MemoryPolicy`'s
+    schedule: the memory writes, and with ``keep_previous`` every other frame as well."""
+    return 1.0 if keep_previous else 1.0 / mem_every
+
+
 def make_policy(model_name: str, config: dict, mem_every: int = 5, budget: float | None = None,
                 dense_every: int | None = None, keep_previous: bool = True) -> MemoryPolicy:
     """The scheduler policy of a model family; ``budget``/``dense_every`` only for spvos."""
