@@ -66,6 +66,8 @@ def test_train_rejects_options_the_model_would_ignore(setup, tmp_path):
     for model in ("stm", "spvos"):  # the distillation switches belong to lite alone
         line = one_error_line(vseg("train", "--model", model, *data, "--teacher", "t.safetensors", "--no-stff"))
         assert "--teacher" in line and "--stff/--no-stff" in line and "read by lite only" in line
+    line = one_error_line(vseg("train", "--model", "lite", *data, "--budget-range", "0.1", "0.5"))
+    assert "--budget-range" in line and "read by spvos only" in line
     assert not (tmp_path / "checkpoints").exists()  # nothing started
 
 

@@ -113,6 +113,26 @@ def test_train_writes_weights_that_run_loads(tmp_path):
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4
 
 
+def test_train_spvos_takes_its_budget_range(tmp_path):
+    from vseg.data.synth_vos import generate_vos
+    from vseg.models.registry import build_model, load_model, save_model
+
+    generate_vos(tmp_path / "data", clips=1, seed=3, frames=4, height=64, width=96, val_fraction=0.0, videos=False)
+    stm = save_model(build_model("stm", key_widths=(16, 32, 64), value_widths=(16, 32, 64),
+                                 decoder_widths=(32, 32, 32), value_dim=64), tmp_path / "stm.safetensors")
+    common = ["--data", str(tmp_path / "data"), "--init-weights", str(stm), "--crop", "64", "96",
+              "--run-dir", str(tmp_path / "run"), "--warmup-steps", "0"]
+    r = vseg("train", "--model", "spvos", *common, "--steps", "2", "--budget-range", "0.1", "0.3",
+             "--sparsity-weight", "2.0", "--out", str(tmp_path / "spvos.safetensors"), "--json", str(tmp_path / "t.json"))
+    assert r.returncode == 0, r.stderr
+    config = json.loads((tmp_path / "t.json").read_text())["config"]
+    assert config["sparsity_weight"] == 2.0
+    spvos = load_model(tmp_path / "spvos.safetensors").config
+    assert (spvos.budget_low, spvos.budget_high, spvos.budget) == (0.1, 0.3, 0.3)  # the default moved into range
+    r = vseg("train", "--model", "spvos", *common, "--budget-range", "0.8", "0.2")
+    assert r.returncode != 0 and "--budget-range needs 0 <= LOW <= HIGH <= 1" in r.stderr
+
+
 def test_data_commands_write_layouts_and_reject_odd_sizes(tmp_path):
     r = vseg("data", "synth-vos", "--out", str(tmp_path / "vos"), "--clips", "2", "--seed", "4", "--frames", "3",
              "--height", "64", "--width", "96")

@@ -392,6 +392,8 @@ def train(
     stff: Annotated[bool, typer.Option("--stff/--no-stff", help="lite: previous-frame priors (STFF).")] = True,
     discriminator: Annotated[bool, typer.Option("--discriminator/--no-discriminator", help="lite: adversarial loss.")] = True,
     adaptive_lr: Annotated[bool, typer.Option("--adaptive-lr/--no-adaptive-lr", help="lite: damp KD when the student lags.")] = True,
+    budget_range: Annotated[tuple[float, float] | None, typer.Option("--budget-range", help="spvos: the range of budgets trained for, LOW HIGH (fractions of the gated convs' dense FLOPs; default 0.2 0.8); --budget at inference must lie in it.")] = None,
+    sparsity_weight: Annotated[float, typer.Option("--sparsity-weight", help="spvos: weight of the loss pulling the expected cost to the budget.")] = 1.0,
     json_out: JsonOut = None,
 ) -> None:
     """Train a model: stm; lite by online distillation; spvos by mixed sparse training from stm (resumable, with periodic validation J&F); or arseg in its three stages."""
@@ -416,7 +418,8 @@ def train(
                       resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,
                       freeze_norm_at=freeze_norm_at,
                       teacher_weights=str(teacher) if teacher else None, use_kd=kd, use_smooth=smooth, use_stff=stff,
-                      use_discriminator=discriminator, use_adaptive_lr=adaptive_lr)
+                      use_discriminator=discriminator, use_adaptive_lr=adaptive_lr,
+                      sparsity_weight=sparsity_weight, model_options=_budget_options(budget_range))
     result = train_vos(cfg)
     last = result.validation[-1] if result.validation else None
     score = f", validation J&F {last['J&F']:.2f}" if last else ""
@@ -426,6 +429,16 @@ def train(
                           "wall_seconds": result.wall_seconds, "steps_per_second": result.steps_per_second})
 
 
+def _budget_options(budget_range: tuple[float, float] | None) -> dict:
+    """spvos config overrides for --budget-range (the default budget moved into the range)."""
+    if budget_range is None:
+        return {}
+    low, high = budget_range
+    if not 0.0 <= low <= high <= 1.0:
+        raise VsegError(f"--budget-range needs 0 <= LOW <= HIGH <= 1, got {low:g} {high:g}")
+    return {"budget_low": low, "budget_high": high, "budget": min(max(0.5, low), high)}
+
+
 # Options that only some models read: given to another model they are an error, not silently ignored.
 _VOS_MODELS = ("stm", "lite", "spvos")
 _OPTION_READERS = {
@@ -433,6 +446,7 @@ _OPTION_READERS = {
     **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "workers", "val_data", "val_every",
                                       "amp", "dice_weight", "freeze_norm_at")},
     **{name: ("lite",) for name in ("teacher", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
+    "budget_range": ("spvos",), "sparsity_weight": ("spvos",),
 }
 
 
