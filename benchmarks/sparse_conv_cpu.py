@@ -21,6 +21,11 @@ Weights are random: the speed of a convolution does not depend on their values.
    with the mix's probabilities (per object in the decoder), fresh every frame (so the active
    counts vary as on video); the FLOP ratio is the mean realized GFLOPs (ungated layers, the
    memory read and the gates included) over dense.
+3. With ``--shares spvos_budgets.json --budget B`` (the JSON of benchmarks/spvos_budget_curve.py):
+   each layer also runs at the REUSE/COARSE/DENSE shares the trained gates took at budget B on
+   the held-out clips (its gated frames), the "realized" mix; the stages then use those
+   per-layer shares instead of ``--mix``. This is the speed a user gets from the decisions the
+   trained model takes (tiles placed at random: the shares, not the places, set the work).
 
 Prints tables; ``--json`` writes everything (machine, load average, settings, figures).
 On a machine shared with other work, 2-thread wall-clock figures mostly measure OpenMP threads
@@ -64,6 +69,19 @@ def random_decisions(grid: tuple[int, int], reuse: float, coarse: float, seed: i
     values[order[:n_reuse]] = REUSE
     values[order[n_reuse:n_reuse + n_coarse]] = COARSE
     return values.view(batch, 1, *grid)
+
+
+Mix = tuple[float, float]  # (REUSE share, COARSE share)
+
+
+def realized_mixes(path: str, budget: float) -> dict[str, Mix]:
+    """Per gated conv name, the (REUSE, COARSE) shares of spvos_budget_curve.py's row at ``budget``."""
+    with open(path, encoding="utf-8") as f:
+        rows = json.load(f)["rows"]
+    for row in rows:
+        if row["model"] == "spvos" and row["budget"] is not None and abs(row["budget"] - budget) < 1e-9:
+            return {name: (s["reuse"], s["coarse"]) for name, s in row["layer_shares"].items()}
+    raise SystemExit(f"{path}: no spvos row at budget {budget:g}")
 
 
 def flop_ratio(decision: torch.Tensor, out_h: int, out_w: int, tile: int) -> float:
@@ -123,7 +141,10 @@ def dense_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride
     return torch.relu_(y) if relu else y
 
 
-def bench_layers(model: SpVOS, height: int, width: int, objects: int, repeats: int, warmup: int) -> list[dict]:
+def bench_layers(model: SpVOS, height: int, width: int, objects: int, repeats: int, warmup: int,
+                 layer_mixes: dict[str, Mix] | None = None) -> list[dict]:
+    """Every gated conv, dense against sparse at each of MIXES (and, with ``layer_mixes``, at its
+    own realized mix, the "realized" column)."""
     tile = model.config.tile
     rows = []
     for number, layer in enumerate(gated_layers(model, height, width, objects)):
@@ -135,8 +156,10 @@ def bench_layers(model: SpVOS, height: int, width: int, objects: int, repeats: i
         candidates = {"dense_nchw": functools.partial(dense_conv, x, w, b, s, act == "relu"),
                       "dense_channels_last": functools.partial(dense_conv, x_cl, w_cl, b, s, act == "relu")}
         ratios = {}
-        for reuse, coarse in MIXES:
-            key = f"reuse{reuse:.2f}_coarse{coarse:.2f}"
+        mixes = [(f"reuse{reuse:.2f}_coarse{coarse:.2f}", (reuse, coarse)) for reuse, coarse in MIXES]
+        if layer_mixes is not None:
+            mixes.append(("realized", layer_mixes[layer["name"]]))
+        for key, (reuse, coarse) in mixes:
             d = random_decisions(grid, reuse, coarse, seed=number, batch=x.shape[0])
             ratios[key] = flop_ratio(d, out_h, out_w, tile)
             candidates[key] = functools.partial(gated_sparse_conv2d, x_cl, d, y_prev, w_cl, b, stride=s, tile=tile,
@@ -197,7 +220,12 @@ def sampled_decisions(grid: tuple[int, int], reuse: float, coarse: float, seed: 
     return d
 
 
-def bench_encode_key(model: SpVOS, height: int, width: int, mix: tuple[float, float], repeats: int,
+def per_layer(mix: Mix | dict[str, Mix], names: list[str]) -> list[Mix]:
+    """One mix for every layer, or each named layer's own."""
+    return [mix[name] for name in names] if isinstance(mix, dict) else [mix] * len(names)
+
+
+def bench_encode_key(model: SpVOS, height: int, width: int, mix: Mix | dict[str, Mix], repeats: int,
                      warmup: int) -> dict:
     frame0, frame1 = torch.rand(1, 3, height, width), torch.rand(1, 3, height, width)
     with torch.no_grad():
@@ -206,7 +234,9 @@ def bench_encode_key(model: SpVOS, height: int, width: int, mix: tuple[float, fl
     outputs = [t for b in range(len(first.state) // 3) for t in first.state[3 * b + 1: 3 * b + 3]]
     grids = [(-(-y.shape[2] // tile), -(-y.shape[3] // tile)) for y in outputs]
     frames = warmup + repeats
-    per_frame = [[sampled_decisions(g, *mix, seed=1000 * f + i) for i, g in enumerate(grids)] for f in range(frames)]
+    mixes = per_layer(mix, model.gated_conv_names())
+    per_frame = [[sampled_decisions(g, *m, seed=1000 * f + i) for i, (g, m) in enumerate(zip(grids, mixes))]
+                 for f in range(frames)]
     # The sparse path runs as the inference core runs it (NCHW frame and weights: the gated path
     # switches to channels-last after the stem by itself), its gates replaying the sampled
     # decisions. Dense: stm's path as it is, and a channels-last copy of it.
@@ -229,8 +259,9 @@ def bench_encode_key(model: SpVOS, height: int, width: int, mix: tuple[float, fl
     return _stage_row(mix, times, cost.key_dense_flops / 1e9, realized)
 
 
-def _stage_row(mix: tuple[float, float], times: dict, dense_gflops: float, realized_gflops: float) -> dict:
-    row = {"mix": {"reuse": mix[0], "coarse": mix[1]}, "times": times, "dense_gflops": dense_gflops,
+def _stage_row(mix: Mix | dict[str, Mix], times: dict, dense_gflops: float, realized_gflops: float) -> dict:
+    shown = "realized" if isinstance(mix, dict) else {"reuse": mix[0], "coarse": mix[1]}
+    row = {"mix": shown, "times": times, "dense_gflops": dense_gflops,
            "realized_gflops": realized_gflops}
     row.update(_verdict({"dense_nchw_ms": times["dense"]["median_ms"],
                          "dense_channels_last_ms": times["dense_channels_last"]["median_ms"],
@@ -238,7 +269,7 @@ def _stage_row(mix: tuple[float, float], times: dict, dense_gflops: float, reali
     return row
 
 
-def bench_decode(model: SpVOS, height: int, width: int, objects: int, capacity: int, mix: tuple[float, float],
+def bench_decode(model: SpVOS, height: int, width: int, objects: int, capacity: int, mix: Mix | dict[str, Mix],
                  repeats: int, warmup: int) -> dict:
     """The whole ``decode`` stage (memory read + decoder, ``objects`` objects, ``capacity`` memory
     slots) dense against gated, the decoder gates replaying decisions sampled per object."""
@@ -256,7 +287,8 @@ def bench_decode(model: SpVOS, height: int, width: int, objects: int, capacity: 
     outputs = [t for b in range(len(first.state) // 3) for t in first.state[3 * b + 1: 3 * b + 3]]
     grids = [(-(-y.shape[2] // tile), -(-y.shape[3] // tile)) for y in outputs]
     frames = warmup + repeats
-    per_frame = [[sampled_decisions(gr, *mix, seed=2000 * fr + i, batch=objects) for i, gr in enumerate(grids)]
+    mixes = per_layer(mix, model.decoder_conv_names())
+    per_frame = [[sampled_decisions(gr, *m, seed=2000 * fr + i, batch=objects) for i, (gr, m) in enumerate(zip(grids, mixes))]
                  for fr in range(frames)]
     replay = copy.deepcopy(model)
     for i, name in enumerate(list(replay.decoder_gates.keys())):
@@ -323,6 +355,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--objects", type=int, default=2, help="objects in the decoder layers and the decode stage")
     ap.add_argument("--capacity", type=int, default=8, help="memory slots of the decode stage")
     ap.add_argument("--mix", default="0.6,0.15", help="REUSE,COARSE shares for the whole-stage figures")
+    ap.add_argument("--shares", help="spvos_budget_curve.py JSON: also time every layer and the stages at the "
+                                     "shares its trained gates took (with --budget)")
+    ap.add_argument("--budget", type=float, default=None, help="the budget row of --shares")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: this thread's CPU time instead of wall time (needs --threads 1); less "
                          "sensitive to other processes on a busy machine, blind to waiting")
@@ -330,6 +365,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
         ap.error("--clock cpu measures one thread: use it with --threads 1")
+    if (args.shares is None) != (args.budget is None):
+        ap.error("--shares and --budget go together")
     global CLOCK
     CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
@@ -338,9 +375,10 @@ def main(argv: list[str] | None = None) -> dict:
     decoder = tuple(b for b in args.decoder.split(",") if b)
     model = SpVOS(SpVOSConfig(tile=args.tile, gated_stages=tuple(args.stages.split(",")), gated_decoder=decoder)).eval()
     load_before = os.getloadavg()
-    layers = bench_layers(model, height, width, args.objects, args.repeats, args.warmup)
+    layer_mixes = realized_mixes(args.shares, args.budget) if args.shares else None
+    layers = bench_layers(model, height, width, args.objects, args.repeats, args.warmup, layer_mixes)
     together = summarise_layers(layers)
-    mix = tuple(float(v) for v in args.mix.split(","))
+    mix = layer_mixes or tuple(float(v) for v in args.mix.split(","))
     stages = {"encode_key": bench_encode_key(model, height, width, mix, args.repeats, args.warmup),
               "decode": bench_decode(model, height, width, args.objects, args.capacity, mix, args.repeats,
                                      args.warmup)}
@@ -350,7 +388,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "load_average_after": os.getloadavg()},
         "settings": {"frame": [args.height, args.width], "padded": [height, width], "tile": args.tile, "clock": args.clock,
                       "stages": args.stages.split(","), "decoder": list(decoder), "objects": args.objects,
-                      "capacity": args.capacity, "repeats": args.repeats, "warmup": args.warmup},
+                      "capacity": args.capacity, "repeats": args.repeats, "warmup": args.warmup,
+                      "shares": args.shares, "budget": args.budget, "realized_mixes": layer_mixes},
         "layers": layers, "gated_layers_together": together, **stages,
     }
     print_tables(layers, together, stages)
