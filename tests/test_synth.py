@@ -107,6 +107,17 @@ def test_vos_same_seed_same_bytes_and_prefix(vos, tmp_path):
     assert list(a.values()) != list(b.values())
 
 
+def test_vos_workers_write_the_same_files_and_summary(vos, tmp_path):
+    root, summary = vos
+    seen = []
+    again = synth_vos.generate_vos(tmp_path, clips=4, workers=2, on_clip=lambda i, name: seen.append(i), **VOS)
+    assert seen == [0, 1, 2, 3]  # in clip order
+    for pattern in ("Annotations/480p/*/*.png", "JPEGImages/480p/*/*.jpg", "videos/*.mp4", "ImageSets/2017/*.txt",
+                    "synth_vos.json"):
+        assert _files(tmp_path, pattern) == _files(root, pattern), pattern
+    assert {k: v for k, v in again.items() if k != "root"} == {k: v for k, v in summary.items() if k != "root"}
+
+
 def test_vos_without_videos_writes_the_same_frames_and_no_pyav_is_needed(vos, tmp_path, monkeypatch):
     root, _ = vos
     modules = __import__("sys").modules

@@ -502,13 +502,14 @@ def synth_vos(
     width: Annotated[int, typer.Option("--width", help="Frame width (even).")] = 854,
     val_fraction: ValFraction = 0.2,
     videos: Annotated[bool, typer.Option("--videos/--no-videos", help="Also write videos/<clip>.mp4 (training needs only the frames and masks).")] = True,
+    workers: Annotated[int, typer.Option("--workers", help="Processes rendering clips (the files do not depend on it).")] = 1,
 ) -> None:
     """Synthetic semi-supervised VOS clips in the DAVIS-2017 layout, with an IP-only H.264 mp4 per clip."""
     from vseg.data.synth_vos import generate_vos
 
     layout = "JPEGImages/480p, Annotations/480p, ImageSets/2017" + (", videos/" if videos else "")
     _generate(generate_vos, layout, out, clips, seed, frames=frames, height=height, width=width,
-              val_fraction=val_fraction, videos=videos)
+              val_fraction=val_fraction, videos=videos, workers=workers)
 
 
 @data_app.command("synth-vss")
