@@ -17,6 +17,7 @@ from vseg.models.gates import (
     expected_tile_cost,
     gumbel_softmax_st,
     mixed_batch_budget,
+    reference_input,
     sample_budget,
     sparsity_loss,
 )
@@ -146,11 +147,26 @@ def test_forced_dense_frames_equal_dense_and_forced_reuse_keeps_the_state(stm_mo
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)  # BatchNorm folded: rounding only
         force(model, [REUSE])
         reused = model.encode_key(f1, first.state, 0.5)
+    for a, b in zip(gated.state, dense.state):  # computed everywhere: the new inputs and outputs
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     names = model.gate_state_names()
     for name, before, after in zip(names, first.state, reused.state):
-        if not name.endswith("input"):
-            assert torch.equal(before, after), name  # every conv output is last frame's
+        # every conv output is last frame's, and so is the input those outputs came from
+        assert torch.equal(before, after), name
     assert all((d == REUSE).all() for d in reused.decisions)
+
+
+def test_reference_input_keeps_the_old_input_under_reused_tiles_by_hand():
+    # a stride-2 conv with 2x2 output tiles: one tile covers a 4x4 input window; the input is
+    # 6x7, so the last row and column of tiles cover a clipped window
+    x, x_prev = torch.ones(2, 3, 6, 7), torch.zeros(2, 3, 6, 7)
+    decision = torch.full((2, 1, 2, 2), DENSE, dtype=torch.int32)
+    decision[0, 0, 0, 1] = REUSE
+    decision[1, 0, 1, 0] = COARSE
+    ref = reference_input(x, x_prev, decision, window=4)
+    expected = torch.ones(2, 3, 6, 7)
+    expected[0, :, 0:4, 4:7] = 0.0  # the REUSEd tile's window (clipped at the right edge)
+    assert torch.equal(ref, expected)
 
 
 def test_training_path_equals_the_inference_op_for_the_same_decisions(stm_model):

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vseg.models.gates import reference_input
 from vseg.models.spvos import STAGES, SpVOS, fold_batchnorm
 from vseg.models.stm import MemoryNetwork
 from vseg.ops.gated_sparse_conv import DENSE, gated_sparse_conv2d
@@ -160,7 +161,8 @@ class EncodeKeyGraph(nn.Module):
                     y1 = block.conv1.gated(f, d1, y1_prev, self.tile, self.coarse_mode)
                     d2 = self._decide(block.gate2, y1, y1_prev, budget, force_dense)
                     y2 = block.conv2.gated(y1, d2, y2_prev, self.tile, self.coarse_mode)
-                    new_state += [f, y1, y2]
+                    window = self.tile * block.conv1.stride
+                    new_state += [reference_input(f, x_prev, d1, window), y1, y2]
                     decisions += [d1, d2]
                 f = block.residual(f, y2)
             taps.append(f)

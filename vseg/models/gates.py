@@ -1,9 +1,10 @@
 """The triple gate of `spvos`: per output tile, REUSE / COARSE / DENSE.
 
-One :class:`TripleGate` per gated convolution. It looks at the convolution's input at frame t
-and t-1, average-pooled to the tile grid of the convolution's OUTPUT (one window of
-``tile * stride`` input pixels per output tile): the pooled temporal change |x_t - x_{t-1}|
-(temporal redundancy) and the pooled x_t (content), concatenated, then two 1x1 convolutions
+One :class:`TripleGate` per gated convolution. It looks at the convolution's input x_t and at
+the input its previous output came from (x_{t-1}; for a tile REUSEd since frame s, x_s:
+:func:`reference_input`), average-pooled to the tile grid of the convolution's OUTPUT (one
+window of ``tile * stride`` input pixels per output tile): the pooled temporal change
+|x_t - x_ref| (temporal redundancy) and the pooled x_t (content), concatenated, then two 1x1 convolutions
 give three logits per tile, in the order of the decision values (0 REUSE, 1 COARSE, 2 DENSE).
 
 Budget conditioning: one set of weights serves a range of budgets. The budget b (the target
@@ -32,6 +33,7 @@ from torch import nn
 from vseg.errors import VsegError
 from vseg.ops.gated_sparse_conv import (
     DENSE,
+    REUSE,
     gated_sparse_conv2d,
     masked_dense_gated_conv2d,
 )
@@ -174,6 +176,21 @@ class TripleGate(nn.Module):
         return GateOutput(logits.argmax(1, keepdim=True).to(torch.int32), None, probabilities)
 
 
+def reference_input(x: torch.Tensor, x_prev: torch.Tensor, decision: torch.Tensor, window: int) -> torch.Tensor:
+    """The input a gated conv's gate compares the next frame against -> [N, Cin, H, W].
+
+    x, x_prev [N, Cin, H, W] (now, and the reference the previous frame kept); decision int32
+    [N, 1, th, tw]; window = tile * stride input pixels per output tile. Where a tile was
+    computed (COARSE or DENSE) its output now comes from x; where it was REUSEd the output is
+    still the one computed from x_prev, so x_prev stays the reference. The gate thus sees the
+    change accumulated since a tile was last computed, not only the last frame's.
+    """
+    n, _, th, tw = decision.shape
+    reuse = decision.eq(REUSE)[:, :, :, None, :, None].expand(n, 1, th, window, tw, window)
+    reuse = reuse.reshape(n, 1, th * window, tw * window)[:, :, :x.shape[2], :x.shape[3]]
+    return torch.where(reuse, x_prev, x)
+
+
 def run_gated_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, gate: TripleGate,
                    x: torch.Tensor, x_prev: torch.Tensor, y_prev: torch.Tensor, *, activation: str, tile: int,
                    coarse_mode: str, budget: float | torch.Tensor, tau: float = 1.0,
@@ -210,6 +227,7 @@ __all__ = [
     "expected_tile_cost",
     "gumbel_softmax_st",
     "mixed_batch_budget",
+    "reference_input",
     "run_gated_conv",
     "sample_budget",
     "sparsity_loss",

@@ -15,8 +15,10 @@ to rounding: dense frames run exactly stm's modules; gated frames run channels-l
 BatchNorm folded (the tile gathers read channels-last maps in place).
 
 State is explicit: per gated BasicBlock, three tensors from the previous frame (the block's
-input, its conv1 output and its conv2 output: conv1's (x_prev, y_prev) and conv2's (x_prev,
-y_prev)), in block order. ``encode_key(frame, gate_state, budget, dense)`` returns
+reference input, its conv1 output and its conv2 output: conv1's (x_prev, y_prev) and conv2's
+(x_prev, y_prev)), in block order. The reference input is the input each conv1 tile's output
+was last computed from (:func:`~vseg.models.gates.reference_input`): a tile REUSEd for several
+frames is judged by the change since it was computed, not only since the last frame. ``encode_key(frame, gate_state, budget, dense)`` returns
 ``(KeyFeatures, new_state, decisions)`` with fixed shapes, so an engine can carry the state;
 ``segment_sparse(..., decoder_state, budget, dense)`` does the same for the decoder.
 encode_value, read_memory and the dense ``decode`` / ``segment`` are stm's.
@@ -38,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vseg.errors import VsegError
-from vseg.models.gates import TripleGate, check_budget, run_gated_conv
+from vseg.models.gates import TripleGate, check_budget, reference_input, run_gated_conv
 from vseg.models.spvos_decoder import (
     DECODER_BLOCKS,
     GatedDecoding,
@@ -182,6 +184,10 @@ class SpVOS(GatedDecoding, STM):
         """Names of the state tensors, in order: "<stage>.<block>.input|conv1|conv2"."""
         return [f"{s}.{i}.{part}" for s, i in self.gated_blocks() for part in ("input", "conv1", "conv2")]
 
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """The parameters of every gate (key encoder and decoder), the part stm does not have."""
+        return [*self.gates.parameters(), *self.decoder_gates.parameters()]
+
     def train(self, mode: bool = True) -> SpVOS:
         super().train(mode)
         for module in self.key_encoder.modules():  # frozen BatchNorm (see the module docstring)
@@ -248,8 +254,9 @@ class SpVOS(GatedDecoding, STM):
                                                   "none", budget, tau, generator)
                     decisions += [d1, d2]
                     probabilities += [p1, p2]
+                    x_ref = reference_input(f, x_prev, d1, self.config.tile * block.conv1[0].stride[0])
                 if gated:
-                    state += [f, y1, y2]
+                    state += [f if dense else x_ref, y1, y2]
                 f = F.relu(y2 + (block.shortcut(f) if dense else folded_conv_bn(block.shortcut, f)))
             taps.append(f)
         f4, f8, f16 = taps

@@ -12,7 +12,8 @@ whose two 3x3 convs become GatedSparseConv2d:
   decisions and its own previous input and outputs.
 
 State is explicit, as in the key encoder: per gated block three tensors from the previous
-decoded frame, relu(x) (conv1's input), conv1's output and conv2's output, all
+decoded frame, conv1's reference input (relu(x) where its tiles were computed, the older
+reference where they were REUSEd), conv1's output and conv2's output, all
 [B*K, C, h, w], in the order of :meth:`GatedDecoding.decoder_state_names`. The weights stay
 the modules stm has (``decoder.*``), the gates live in ``decoder_gates``.
 
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vseg.models.backbones import ResBlock
-from vseg.models.gates import TripleGate, check_budget, run_gated_conv
+from vseg.models.gates import TripleGate, check_budget, reference_input, run_gated_conv
 from vseg.models.stm import (
     MaskDecoder,
     UpsampleBlock,
@@ -190,7 +191,8 @@ class GatedDecoding:
                                     x_in, x_prev, y1_prev, activation="relu", **options)
         y2, d2, p2 = run_gated_conv(block.conv2, block.conv2.weight, block.conv2.bias, self.decoder_gates[f"{name}_conv2"],
                                     y1, y1_prev, y2_prev, activation="none", **options)
-        return block.shortcut(x) + y2, [x_in, y1, y2], [d1, d2], [p1, p2]
+        x_ref = reference_input(x_in, x_prev, d1, self.config.tile * block.conv1.stride[0])
+        return block.shortcut(x) + y2, [x_ref, y1, y2], [d1, d2], [p1, p2]
 
     def _all_dense_decisions(self, y: torch.Tensor) -> torch.Tensor:
         """All-DENSE decisions int32 [N, 1, th, tw] for a conv output y [N, C, Ho, Wo]."""
