@@ -123,14 +123,17 @@ def test_train_spvos_takes_its_budget_range(tmp_path):
     common = ["--data", str(tmp_path / "data"), "--init-weights", str(stm), "--crop", "64", "96",
               "--run-dir", str(tmp_path / "run"), "--warmup-steps", "0"]
     r = vseg("train", "--model", "spvos", *common, "--steps", "2", "--budget-range", "0.1", "0.3",
-             "--sparsity-weight", "2.0", "--out", str(tmp_path / "spvos.safetensors"), "--json", str(tmp_path / "t.json"))
+             "--sparsity-weight", "2.0", "--gate-lr-scale", "10", "--out", str(tmp_path / "spvos.safetensors"),
+             "--json", str(tmp_path / "t.json"))
     assert r.returncode == 0, r.stderr
     config = json.loads((tmp_path / "t.json").read_text())["config"]
-    assert config["sparsity_weight"] == 2.0
+    assert config["sparsity_weight"] == 2.0 and config["gate_lr_scale"] == 10.0
     spvos = load_model(tmp_path / "spvos.safetensors").config
     assert (spvos.budget_low, spvos.budget_high, spvos.budget) == (0.1, 0.3, 0.3)  # the default moved into range
     r = vseg("train", "--model", "spvos", *common, "--budget-range", "0.8", "0.2")
     assert r.returncode != 0 and "--budget-range needs 0 <= LOW <= HIGH <= 1" in r.stderr
+    r = vseg("train", "--model", "spvos", *common, "--gate-lr-scale", "0")
+    assert r.returncode != 0 and "--gate-lr-scale must be > 0" in r.stderr
 
 
 def test_data_commands_write_layouts_and_reject_odd_sizes(tmp_path):

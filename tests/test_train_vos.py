@@ -336,3 +336,21 @@ def test_spvos_training_needs_stm_weights(data, tmp_path):
 
     with pytest.raises(VsegError, match="init-weights"):
         train_vos(small_config(data, tmp_path, model="spvos"))
+
+
+def test_spvos_gates_learn_at_their_own_rate_through_the_schedule(data, tmp_path):
+    from vseg.models.registry import save_model
+
+    stm = save_model(build_model("stm", **TINY_STM), tmp_path / "stm.safetensors")
+    cfg = small_config(data, tmp_path, model="spvos", init_weights=str(stm), lr=1e-3, gate_lr_scale=10.0,
+                       warmup_steps=4, steps=8)
+    trainer = VOSTrainer(cfg, torch.device("cpu"))
+    gates = {id(p) for p in trainer.model.gate_parameters()}
+    groups = trainer.optimizers["model"].param_groups
+    assert gates and all(({id(p) for p in g["params"]} <= gates) == (g["lr_scale"] == 10.0) for g in groups if g["params"])
+    assert sum(len(g["params"]) for g in groups if g["lr_scale"] == 10.0) == len(gates)
+    factor = trainer.set_step_lr(1)  # in the warm-up
+    assert factor == pytest.approx(lr_factor(cfg, 1)) and factor < 0.5
+    for g in groups:
+        assert g["lr"] == pytest.approx(1e-3 * factor * (10.0 if g["lr_scale"] == 10.0 else 1.0))
+    assert {g["lr_scale"] for g in groups} == {1.0, 10.0}

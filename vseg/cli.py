@@ -394,6 +394,7 @@ def train(
     adaptive_lr: Annotated[bool, typer.Option("--adaptive-lr/--no-adaptive-lr", help="lite: damp KD when the student lags.")] = True,
     budget_range: Annotated[tuple[float, float] | None, typer.Option("--budget-range", help="spvos: the range of budgets trained for, LOW HIGH (fractions of the gated convs' dense FLOPs; default 0.2 0.8); --budget at inference must lie in it.")] = None,
     sparsity_weight: Annotated[float, typer.Option("--sparsity-weight", help="spvos: weight of the loss pulling the expected cost to the budget.")] = 1.0,
+    gate_lr_scale: Annotated[float, typer.Option("--gate-lr-scale", help="spvos: the gates learn at this multiple of --lr (they start untrained).")] = 1.0,
     json_out: JsonOut = None,
 ) -> None:
     """Train a model: stm; lite by online distillation; spvos by mixed sparse training from stm (resumable, with periodic validation J&F); or arseg in its three stages."""
@@ -402,6 +403,8 @@ def train(
     if model not in ("stm", "lite", "spvos", "arseg"):
         raise VsegError(f"vseg train --model takes stm, lite, spvos or arseg, not {model!r}")
     _reject_foreign_options(ctx, model)
+    if gate_lr_scale <= 0:
+        raise VsegError(f"--gate-lr-scale must be > 0, got {gate_lr_scale:g}")
     if model == "arseg":
         options = {"batch_size": batch_size, "lr": lr, "crop": tuple(crop) if crop else None,
                    "warmup_steps": warmup_steps if _given(ctx, "warmup_steps") else None,
@@ -419,7 +422,8 @@ def train(
                       freeze_norm_at=freeze_norm_at,
                       teacher_weights=str(teacher) if teacher else None, use_kd=kd, use_smooth=smooth, use_stff=stff,
                       use_discriminator=discriminator, use_adaptive_lr=adaptive_lr,
-                      sparsity_weight=sparsity_weight, model_options=_budget_options(budget_range))
+                      sparsity_weight=sparsity_weight, gate_lr_scale=gate_lr_scale,
+                      model_options=_budget_options(budget_range))
     result = train_vos(cfg)
     last = result.validation[-1] if result.validation else None
     score = f", validation J&F {last['J&F']:.2f}" if last else ""
@@ -446,7 +450,7 @@ _OPTION_READERS = {
     **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "workers", "val_data", "val_every",
                                       "amp", "dice_weight", "freeze_norm_at")},
     **{name: ("lite",) for name in ("teacher", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
-    "budget_range": ("spvos",), "sparsity_weight": ("spvos",),
+    "budget_range": ("spvos",), "sparsity_weight": ("spvos",), "gate_lr_scale": ("spvos",),
 }
 
 

@@ -74,6 +74,8 @@ class TrainConfig:
     sparsity_weight: float = 1.0
     sparse_every: int = 2  # every n-th batch sparse (1: all sparse)
     gumbel_tau: float = 1.0
+    # the gates start untrained from stm weights: they may learn faster than the network
+    gate_lr_scale: float = 1.0
     # lite: online distillation from an stm teacher
     teacher_weights: str | None = None  # trained stm; None: teacher trained jointly from scratch
     teacher_lr: float | None = None  # None: 0.1 * lr with teacher_weights, else lr; 0: frozen

@@ -22,13 +22,23 @@ from vseg.train.losses import clip_task_loss, rollout_clip
 from vseg.train.norm import freeze_batchnorm, recalibrate_batchnorm
 
 
-def _adamw(parameters, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no decay on biases and normalisation weights (1-D tensors)."""
+def _adamw(parameters, lr: float, weight_decay: float, scaled=(), lr_scale: float = 1.0) -> torch.optim.AdamW:
+    """AdamW with no decay on biases and normalisation weights (1-D tensors).
+
+    Parameters in ``scaled`` learn at ``lr_scale`` times the rate (each group's ``lr_scale``,
+    which :meth:`VOSTrainer.set_step_lr` keeps); with lr_scale 1 they are not set apart.
+    """
     params = [p for p in parameters if p.requires_grad]
-    decay = [p for p in params if p.dim() > 1]
-    no_decay = [p for p in params if p.dim() <= 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    chosen = {id(p) for p in scaled} if lr_scale != 1.0 else set()
+    groups = []
+    for scale, members in ((1.0, [p for p in params if id(p) not in chosen]),
+                           (lr_scale, [p for p in params if id(p) in chosen])):
+        for decay in (True, False):
+            group = [p for p in members if (p.dim() > 1) == decay]
+            if group or scale == 1.0:
+                groups.append({"params": group, "weight_decay": weight_decay if decay else 0.0,
+                               "lr": lr * scale, "lr_scale": scale})
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def _feature_adapters(student: MemoryNetwork, teacher: MemoryNetwork) -> nn.ModuleDict:
@@ -70,7 +80,8 @@ class VOSTrainer:
         student_params = self.model.student_parameters() if cfg.model == "lite" else list(self.model.parameters())
         if self.adapters is not None:
             student_params += list(self.adapters.parameters())
-        self.optimizers = {"model": _adamw(student_params, cfg.lr, cfg.weight_decay)}
+        gates = self.model.gate_parameters() if cfg.model == "spvos" else []
+        self.optimizers = {"model": _adamw(student_params, cfg.lr, cfg.weight_decay, gates, cfg.gate_lr_scale)}
         if self.teacher is not None and self.teacher_lr > 0:
             self.optimizers["teacher"] = _adamw(self.teacher.parameters(), self.teacher_lr, cfg.weight_decay)
         discriminator = getattr(self.model, "discriminator", None)
@@ -123,7 +134,7 @@ class VOSTrainer:
         factor = lr_factor(self.cfg, step)
         for name, opt in self.optimizers.items():
             for group in opt.param_groups:
-                group["lr"] = self.base_lrs[name] * factor
+                group["lr"] = self.base_lrs[name] * factor * group.get("lr_scale", 1.0)
         return factor
 
     def _trained_networks(self) -> list[MemoryNetwork]:
