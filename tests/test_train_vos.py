@@ -347,10 +347,10 @@ def test_spvos_gates_learn_at_their_own_rate_through_the_schedule(data, tmp_path
     trainer = VOSTrainer(cfg, torch.device("cpu"))
     gates = {id(p) for p in trainer.model.gate_parameters()}
     groups = trainer.optimizers["model"].param_groups
-    assert gates and all(({id(p) for p in g["params"]} <= gates) == (g["lr_scale"] == 10.0) for g in groups if g["params"])
-    assert sum(len(g["params"]) for g in groups if g["lr_scale"] == 10.0) == len(gates)
+    assert gates and all(({id(p) for p in g["params"]} <= gates) == (g["multiplier"] == 10.0) for g in groups if g["params"])
+    assert sum(len(g["params"]) for g in groups if g["multiplier"] == 10.0) == len(gates)
     factor = trainer.set_step_lr(1)  # in the warm-up
     assert factor == pytest.approx(lr_factor(cfg, 1)) and factor < 0.5
     for g in groups:
-        assert g["lr"] == pytest.approx(1e-3 * factor * (10.0 if g["lr_scale"] == 10.0 else 1.0))
-    assert {g["lr_scale"] for g in groups} == {1.0, 10.0}
+        assert g["lr"] == pytest.approx(1e-3 * factor * (10.0 if g["multiplier"] == 10.0 else 1.0))
+    assert {g["multiplier"] for g in groups} == {1.0, 10.0}

@@ -240,6 +240,7 @@ class SpVOS(GatedDecoding, STM):
                 if dense:
                     y1 = block.conv1(f)
                     y2 = block.conv2(y1)
+                    x_ref = f  # every tile computed from this input
                     if gated:
                         decisions += [self._all_dense_decisions(y1), self._all_dense_decisions(y2)]
                 elif not gated:
@@ -256,7 +257,7 @@ class SpVOS(GatedDecoding, STM):
                     probabilities += [p1, p2]
                     x_ref = reference_input(f, x_prev, d1, self.config.tile * block.conv1[0].stride[0])
                 if gated:
-                    state += [f if dense else x_ref, y1, y2]
+                    state += [x_ref, y1, y2]
                 f = F.relu(y2 + (block.shortcut(f) if dense else folded_conv_bn(block.shortcut, f)))
             taps.append(f)
         f4, f8, f16 = taps

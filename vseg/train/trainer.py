@@ -25,8 +25,9 @@ from vseg.train.norm import freeze_batchnorm, recalibrate_batchnorm
 def _adamw(parameters, lr: float, weight_decay: float, scaled=(), lr_scale: float = 1.0) -> torch.optim.AdamW:
     """AdamW with no decay on biases and normalisation weights (1-D tensors).
 
-    Parameters in ``scaled`` learn at ``lr_scale`` times the rate (each group's ``lr_scale``,
-    which :meth:`VOSTrainer.set_step_lr` keeps); with lr_scale 1 they are not set apart.
+    Parameters in ``scaled`` learn at ``lr_scale`` times the rate (each group's ``multiplier``,
+    as in the arseg trainer, which :meth:`VOSTrainer.set_step_lr` keeps); with lr_scale 1 they
+    are not set apart.
     """
     params = [p for p in parameters if p.requires_grad]
     chosen = {id(p) for p in scaled} if lr_scale != 1.0 else set()
@@ -37,7 +38,7 @@ def _adamw(parameters, lr: float, weight_decay: float, scaled=(), lr_scale: floa
             group = [p for p in members if (p.dim() > 1) == decay]
             if group or scale == 1.0:
                 groups.append({"params": group, "weight_decay": weight_decay if decay else 0.0,
-                               "lr": lr * scale, "lr_scale": scale})
+                               "lr": lr * scale, "multiplier": scale})
     return torch.optim.AdamW(groups, lr=lr)
 
 
@@ -134,7 +135,7 @@ class VOSTrainer:
         factor = lr_factor(self.cfg, step)
         for name, opt in self.optimizers.items():
             for group in opt.param_groups:
-                group["lr"] = self.base_lrs[name] * factor * group.get("lr_scale", 1.0)
+                group["lr"] = self.base_lrs[name] * factor * group.get("multiplier", 1.0)
         return factor
 
     def _trained_networks(self) -> list[MemoryNetwork]:
