@@ -39,7 +39,7 @@ def run_row(name: str, switches: dict, args: argparse.Namespace) -> dict:
     cfg = TrainConfig(model="lite", data=str(args.data), out=str(folder), steps=args.steps, lr=args.lr,
                       batch_size=args.batch_size, clip_len=args.clip_len, crop=tuple(args.crop), seed=args.seed,
                       teacher_weights=str(args.teacher), teacher_lr=0.0, checkpoint_every=max(50, args.steps // 4),
-                      progress=args.progress, **switches)
+                      freeze_norm_at=args.freeze_norm_at, amp=args.amp, dice_weight=args.dice_weight, progress=args.progress, **switches)
     result = train_vos(cfg)
     scores = validate_vos(load_named_model("lite", result.weights), args.val_data, split=args.val_split,
                           max_sequences=args.val_sequences)
@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--clip-len", type=int, default=3)
     parser.add_argument("--crop", type=int, nargs=2, default=(128, 224))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--freeze-norm-at", type=float, default=None,
+                        help="recalibrate and freeze BatchNorm at this fraction of the steps")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--dice-weight", type=float, default=0.0, help="soft Dice added to the cross-entropy")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--progress", action="store_true", help="log training progress")
     parser.add_argument("--out", type=Path, default=Path("runs/lite-ablation"))
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = {"steps": args.steps, "teacher": str(args.teacher), "data": str(args.data),
-                "val_data": str(args.val_data), "seed": args.seed}
+                "val_data": str(args.val_data), "seed": args.seed, "batch_size": args.batch_size,
+                "lr": args.lr, "freeze_norm_at": args.freeze_norm_at, "dice_weight": args.dice_weight}
     done = {}
     if args.json.is_file():  # rows of an earlier run count only if it had the same settings
         earlier = json.loads(args.json.read_text())

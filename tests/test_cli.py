@@ -136,6 +136,27 @@ def test_train_spvos_takes_its_budget_range(tmp_path):
     assert r.returncode != 0 and "--gate-lr-scale must be > 0" in r.stderr
 
 
+def test_train_lite_freezes_a_given_teacher_with_teacher_lr_0(tmp_path):
+    from vseg.data.synth_vos import generate_vos
+    from vseg.models.registry import build_model, save_model
+
+    generate_vos(tmp_path / "data", clips=1, seed=3, frames=4, height=64, width=96, val_fraction=0.0, videos=False)
+    stm = save_model(build_model("stm", key_widths=(16, 32, 64), value_widths=(16, 32, 64),
+                                 decoder_widths=(32, 32, 32), value_dim=64), tmp_path / "stm.safetensors")
+    common = ["--data", str(tmp_path / "data"), "--crop", "64", "96", "--run-dir", str(tmp_path / "run"),
+              "--warmup-steps", "0", "--steps", "1"]
+    weights = tmp_path / "lite.safetensors"
+    r = vseg("train", "--model", "lite", *common, "--teacher", str(stm), "--teacher-lr", "0", "--no-adaptive-lr",
+             "--out", str(weights), "--json", str(tmp_path / "t.json"))
+    assert r.returncode == 0, r.stderr  # the Smooth Blocks take this narrow teacher's widths
+    assert json.loads((tmp_path / "t.json").read_text())["config"]["teacher_lr"] == 0.0
+    assert weights.is_file() and not list(tmp_path.glob("*teacher*"))  # a frozen teacher is not written back
+    r = vseg("train", "--model", "lite", *common, "--teacher", str(stm), "--teacher-lr", "-1")
+    assert r.returncode != 0 and "--teacher-lr must be >= 0" in r.stderr
+    r = vseg("train", "--model", "stm", *common, "--teacher-lr", "0")
+    assert r.returncode != 0 and "--teacher-lr" in _one_error_line(r)
+
+
 def test_data_commands_write_layouts_and_reject_odd_sizes(tmp_path):
     r = vseg("data", "synth-vos", "--out", str(tmp_path / "vos"), "--clips", "2", "--seed", "4", "--frames", "3",
              "--height", "64", "--width", "96")

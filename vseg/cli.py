@@ -387,6 +387,7 @@ def train(
     dice_weight: Annotated[float, typer.Option("--dice-weight", help="VOS models: weight of the soft Dice loss added to the cross-entropy.")] = 0.0,
     freeze_norm_at: Annotated[float | None, typer.Option("--freeze-norm-at", help="Recalibrate and freeze BatchNorm at this fraction of the steps (e.g. 0.5).")] = None,
     teacher: Annotated[Path | None, typer.Option("--teacher", help="lite: trained stm weights (default: train the teacher jointly).")] = None,
+    teacher_lr: Annotated[float | None, typer.Option("--teacher-lr", help="lite: the teacher's learning rate (default: 0.1 x --lr with --teacher, else --lr); 0 freezes it.")] = None,
     kd: Annotated[bool, typer.Option("--kd/--no-kd", help="lite: distillation at all.")] = True,
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="lite: Smooth Block for the feature loss.")] = True,
     stff: Annotated[bool, typer.Option("--stff/--no-stff", help="lite: previous-frame priors (STFF).")] = True,
@@ -403,6 +404,8 @@ def train(
     if model not in ("stm", "lite", "spvos", "arseg"):
         raise VsegError(f"vseg train --model takes stm, lite, spvos or arseg, not {model!r}")
     _reject_foreign_options(ctx, model)
+    if teacher_lr is not None and teacher_lr < 0:
+        raise VsegError(f"--teacher-lr must be >= 0, got {teacher_lr:g}")
     if gate_lr_scale <= 0:
         raise VsegError(f"--gate-lr-scale must be > 0, got {gate_lr_scale:g}")
     if model == "arseg":
@@ -420,7 +423,7 @@ def train(
                       val_data=str(val_data) if val_data else None, val_every=val_every,
                       resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,
                       freeze_norm_at=freeze_norm_at,
-                      teacher_weights=str(teacher) if teacher else None, use_kd=kd, use_smooth=smooth, use_stff=stff,
+                      teacher_weights=str(teacher) if teacher else None, teacher_lr=teacher_lr, use_kd=kd, use_smooth=smooth, use_stff=stff,
                       use_discriminator=discriminator, use_adaptive_lr=adaptive_lr,
                       sparsity_weight=sparsity_weight, gate_lr_scale=gate_lr_scale,
                       model_options=_budget_options(budget_range))
@@ -449,7 +452,7 @@ _OPTION_READERS = {
     "stage_steps": ("arseg",), "lr_from_hr": ("arseg",),
     **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "workers", "val_data", "val_every",
                                       "amp", "dice_weight", "freeze_norm_at")},
-    **{name: ("lite",) for name in ("teacher", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
+    **{name: ("lite",) for name in ("teacher", "teacher_lr", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
     "budget_range": ("spvos",), "sparsity_weight": ("spvos",), "gate_lr_scale": ("spvos",),
 }
 

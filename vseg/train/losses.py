@@ -103,16 +103,27 @@ def rollout_clip(model: MemoryNetwork, frames: torch.Tensor, masks: torch.Tensor
     return ClipRollout(frame_logits, feats)
 
 
+def encode_clip_keys(model: MemoryNetwork, frames: torch.Tensor) -> list[KeyFeatures]:
+    """Every frame's KeyFeatures in one batched call, for a model without a previous-frame input.
+
+    frames [B, T, 3, H, W] -> T KeyFeatures of batch B (what :func:`rollout_clip` returns as
+    ``feats``, without running the memory reads and the decoder).
+    """
+    if model.uses_prev_frame:
+        raise ValueError("encode_clip_keys: this model's key encoder reads the previous frame's result")
+    b, t_len = frames.shape[:2]
+    f = model.encode_key(frames.flatten(0, 1))
+    split = [x.view(b, t_len, *x.shape[1:]).unbind(1) for x in (f.key, f.feat16, f.skip8, f.skip4)]
+    return [KeyFeatures(*parts) for parts in zip(*split)]
+
+
 def _encode_keys(model: MemoryNetwork, frames: torch.Tensor, masks: torch.Tensor) -> list[KeyFeatures]:
     """KeyFeatures of all frames at once (one batched call) for models without a previous-frame
     input; for STFF models only frames 0 and 1 here (later frames need the previous prediction,
     see :func:`rollout_clip`). Frame 1's foreground prior is frame 0's ground truth, as at
     inference."""
-    b, t_len = frames.shape[:2]
     if not model.uses_prev_frame:
-        f = model.encode_key(frames.flatten(0, 1))
-        split = [x.view(b, t_len, *x.shape[1:]).unbind(1) for x in (f.key, f.feat16, f.skip8, f.skip4)]
-        return [KeyFeatures(*parts) for parts in zip(*split)]
+        return encode_clip_keys(model, frames)
     first = model.encode_key(frames[:, 0])
     fg0 = masks[:, 0].sum(1, keepdim=True).clamp(max=1)
     return [first, model.encode_key(frames[:, 1], first.next_feat16, fg0)]

@@ -18,7 +18,7 @@ from vseg.models.spvos import spvos_training_step
 from vseg.models.stm import KeyFeatures, MemoryNetwork
 from vseg.models.weights import load_spvos
 from vseg.train.config import TrainConfig, hard_pixel_fraction, lr_factor
-from vseg.train.losses import clip_task_loss, rollout_clip
+from vseg.train.losses import clip_task_loss, encode_clip_keys, rollout_clip
 from vseg.train.norm import freeze_batchnorm, recalibrate_batchnorm
 
 
@@ -67,9 +67,12 @@ class VOSTrainer:
             kd = cfg.use_kd
             options = {"use_stff": cfg.use_stff, "use_smooth": kd and cfg.use_smooth,
                        "use_discriminator": kd and cfg.use_discriminator,
-                       "use_adaptive_lr": kd and cfg.use_adaptive_lr, **cfg.model_options}
-            self.model = self._initial_model("lite", options)
-            self.teacher = self._teacher().to(device)
+                       "use_adaptive_lr": kd and cfg.use_adaptive_lr}
+            if kd:  # without KD the student never reads the teacher: no teacher at all
+                self.teacher = self._teacher().to(device)
+                _, t8, t16 = self.teacher.key_encoder.out_channels  # the Smooth Blocks' targets
+                options |= {"teacher_feat16": t16, "teacher_skip8": t8}
+            self.model = self._initial_model("lite", options | cfg.model_options)
             if kd and self.model.smooth is None:
                 self.adapters = _feature_adapters(self.model, self.teacher).to(device)
             self.damper = self.model.make_lr_damper()
@@ -221,20 +224,30 @@ class VOSTrainer:
     def _distillation_step(self, frames, masks, valid, top) -> dict[str, float]:
         cfg, teacher = self.cfg, self.teacher
         train_teacher = "teacher" in self.optimizers
+        # The feature loss reads only the teacher's key features; its logits and task loss are
+        # needed when it trains, for logit KD and for the adaptive damper. A frozen teacher
+        # otherwise skips the memory reads and decoder (most of its rollout's cost).
+        full_rollout = train_teacher or cfg.logit_kd_weight > 0 or self.damper is not None
+        stats: dict[str, float] = {}
         with torch.set_grad_enabled(train_teacher):
-            teacher_roll = rollout_clip(teacher, frames, masks, valid)
-            teacher_loss = clip_task_loss(teacher_roll.logits, masks, valid, top, cfg.dice_weight)
+            if full_rollout:
+                teacher_roll = rollout_clip(teacher, frames, masks, valid)
+                teacher_loss = clip_task_loss(teacher_roll.logits, masks, valid, top, cfg.dice_weight)
+                stats["teacher"] = teacher_loss.item()
+                teacher_feats = teacher_roll.feats
+            else:
+                teacher_feats = encode_clip_keys(teacher, frames)
         if train_teacher:
             self._optimise("teacher", teacher_loss, teacher.parameters())
         roll = rollout_clip(self.model, frames, masks, valid)
         task = clip_task_loss(roll.logits, masks, valid, top, cfg.dice_weight)
-        stats = {"loss": task.item(), "teacher": teacher_loss.item()}
+        stats = {"loss": task.item(), **stats}
         total = task
         adapted: list[dict[str, torch.Tensor]] = []
         if cfg.use_kd:
             adapted = [self._adapt(f) for f in roll.feats]
             kd = cfg.feature_kd_weight * torch.stack(
-                [feature_distillation_loss(a, t) for a, t in zip(adapted, teacher_roll.feats)]).mean()
+                [feature_distillation_loss(a, t) for a, t in zip(adapted, teacher_feats)]).mean()
             stats["feature_kd"] = kd.item() / max(cfg.feature_kd_weight, 1e-12)
             if cfg.logit_kd_weight > 0:
                 logit_kd = torch.stack([logit_distillation_loss(s, t, cfg.kd_temperature)
@@ -247,14 +260,14 @@ class VOSTrainer:
                 stats["adversarial"] = adv.item()
             factor = 1.0
             if self.damper is not None:
-                factor = stats["kd_factor"] = self.damper.update(task.item(), teacher_loss.item())
+                factor = stats["kd_factor"] = self.damper.update(task.item(), stats["teacher"])
             total = task + factor * kd
         params = [p for group in self.optimizers["model"].param_groups for p in group["params"]]
         self._optimise("model", total, params)
         if self.model.discriminator is not None and adapted:
             # The adversarial backward above left gradients on the discriminator: _optimise clears them.
             d_loss = torch.stack([discriminator_loss(self.model.discriminator, t.feat16, a["feat16"])
-                                  for a, t in zip(adapted, teacher_roll.feats)]).mean()
+                                  for a, t in zip(adapted, teacher_feats)]).mean()
             self._optimise("discriminator", d_loss, self.model.discriminator.parameters())
             stats["discriminator"] = d_loss.item()
         return stats
