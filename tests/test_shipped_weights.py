@@ -46,3 +46,17 @@ def test_shipped_spvos_saves_work_and_keeps_stm_masks_on_unseen_clips(tmp_path, 
     # their training miss the saving or the masks
     assert saving > 0.38
     assert sparse > dense - 2.0, (sparse, dense)
+
+
+def test_shipped_lite_tracks_objects_on_unseen_clips(tmp_path, one_torch_thread):
+    # the two seed-6 clips of the spvos test: neither trained on nor held out
+    generate_vos(tmp_path, clips=2, seed=6, frames=15, height=160, width=288, val_fraction=1.0, videos=False)
+    lite = validate_vos(load_named_model("lite"), tmp_path)["J&F"]
+
+    def first_mask_everywhere(name: str, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
+        return np.repeat(first_mask[None], len(frames), axis=0)
+
+    still = validate_vos(first_mask_everywhere, tmp_path)["J&F"]
+    # measured (CPU, 1 thread): lite 68.77, the still first mask 40.97; the interim lite
+    # of session 3 tracked worse than the still mask on held-out clips
+    assert lite > 60 and lite > still + 10, (lite, still)
