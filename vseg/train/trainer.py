@@ -242,29 +242,27 @@ class VOSTrainer:
         roll = rollout_clip(self.model, frames, masks, valid)
         task = clip_task_loss(roll.logits, masks, valid, top, cfg.dice_weight)
         stats = {"loss": task.item(), **stats}
-        total = task
-        adapted: list[dict[str, torch.Tensor]] = []
-        if cfg.use_kd:
-            adapted = [self._adapt(f) for f in roll.feats]
-            kd = cfg.feature_kd_weight * torch.stack(
-                [feature_distillation_loss(a, t) for a, t in zip(adapted, teacher_feats)]).mean()
-            stats["feature_kd"] = kd.item() / max(cfg.feature_kd_weight, 1e-12)
-            if cfg.logit_kd_weight > 0:
-                logit_kd = torch.stack([logit_distillation_loss(s, t, cfg.kd_temperature)
-                                        for s, t in zip(roll.logits, teacher_roll.logits)]).mean()
-                kd = kd + cfg.logit_kd_weight * logit_kd
-                stats["logit_kd"] = logit_kd.item()
-            if self.model.discriminator is not None:
-                adv = torch.stack([adversarial_loss(self.model.discriminator, a["feat16"]) for a in adapted]).mean()
-                kd = kd + cfg.adversarial_weight * adv
-                stats["adversarial"] = adv.item()
-            factor = 1.0
-            if self.damper is not None:
-                factor = stats["kd_factor"] = self.damper.update(task.item(), stats["teacher"])
-            total = task + factor * kd
+        # Only a distilling lite has a teacher (VOSTrainer: no teacher without KD).
+        adapted = [self._adapt(f) for f in roll.feats]
+        kd = cfg.feature_kd_weight * torch.stack(
+            [feature_distillation_loss(a, t) for a, t in zip(adapted, teacher_feats)]).mean()
+        stats["feature_kd"] = kd.item() / max(cfg.feature_kd_weight, 1e-12)
+        if cfg.logit_kd_weight > 0:
+            logit_kd = torch.stack([logit_distillation_loss(s, t, cfg.kd_temperature)
+                                    for s, t in zip(roll.logits, teacher_roll.logits)]).mean()
+            kd = kd + cfg.logit_kd_weight * logit_kd
+            stats["logit_kd"] = logit_kd.item()
+        if self.model.discriminator is not None:
+            adv = torch.stack([adversarial_loss(self.model.discriminator, a["feat16"]) for a in adapted]).mean()
+            kd = kd + cfg.adversarial_weight * adv
+            stats["adversarial"] = adv.item()
+        factor = 1.0
+        if self.damper is not None:
+            factor = stats["kd_factor"] = self.damper.update(task.item(), stats["teacher"])
+        total = task + factor * kd
         params = [p for group in self.optimizers["model"].param_groups for p in group["params"]]
         self._optimise("model", total, params)
-        if self.model.discriminator is not None and adapted:
+        if self.model.discriminator is not None:
             # The adversarial backward above left gradients on the discriminator: _optimise clears them.
             d_loss = torch.stack([discriminator_loss(self.model.discriminator, t.feat16, a["feat16"])
                                   for a, t in zip(adapted, teacher_feats)]).mean()

@@ -16,7 +16,9 @@ teacher learns from its own task loss only. The student's loss is its task loss 
 Smooth Blocks, or by plain 1x1 convs when ``use_smooth`` is off), an optional logit KL, and the
 adversarial loss of the feature discriminator (which has its own optimizer). ``factor`` is 1, or
 the adaptive distillation LR's damping when ``use_adaptive_lr``: it scales the KD part of the
-step only; scaling the optimizer's LR instead would damp the task gradient as well.
+step only; scaling the optimizer's LR instead would damp the task gradient as well. A frozen
+teacher (``teacher_lr`` 0) runs only its key encoder unless its logits or loss are read; with
+``use_kd`` off there is no teacher and the student trains on its task loss alone.
 """
 
 from __future__ import annotations
