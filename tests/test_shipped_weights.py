@@ -28,9 +28,15 @@ def test_shipped_arseg_segments_an_unseen_clip(tmp_path, one_torch_thread):
     assert accuracy["arseg"] > accuracy["lr_only"]
 
 
-def test_shipped_spvos_saves_work_and_keeps_stm_masks_on_unseen_clips(tmp_path, one_torch_thread):
-    # two 160x288 clips of a seed used neither in training nor in the held-out set
-    generate_vos(tmp_path, clips=2, seed=6, frames=15, height=160, width=288, val_fraction=1.0, videos=False)
+@pytest.fixture(scope="module")
+def unseen_vos_clips(tmp_path_factory):
+    """Two 160x288 clips of a seed used neither in training nor in the held-out set (all val)."""
+    root = tmp_path_factory.mktemp("seed6")
+    generate_vos(root, clips=2, seed=6, frames=15, height=160, width=288, val_fraction=1.0, videos=False)
+    return root
+
+
+def test_shipped_spvos_saves_work_and_keeps_stm_masks_on_unseen_clips(unseen_vos_clips, one_torch_thread):
     spvos, costs = load_named_model("spvos"), []
 
     def spvos_at_budget(name: str, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
@@ -39,8 +45,8 @@ def test_shipped_spvos_saves_work_and_keeps_stm_masks_on_unseen_clips(tmp_path, 
         costs.extend(core.costs)
         return ids
 
-    dense = validate_vos(load_named_model("stm"), tmp_path)["J&F"]
-    sparse = validate_vos(spvos_at_budget, tmp_path)["J&F"]
+    dense = validate_vos(load_named_model("stm"), unseen_vos_clips)["J&F"]
+    sparse = validate_vos(spvos_at_budget, unseen_vos_clips)["J&F"]
     saving = 1 - sum(c.realized for c in costs) / sum(c.dense for c in costs)
     # measured (CPU, 1 thread): saving 43.7%, J&F 78.55 against stm's 78.89; gates that lost
     # their training miss the saving or the masks
@@ -48,15 +54,13 @@ def test_shipped_spvos_saves_work_and_keeps_stm_masks_on_unseen_clips(tmp_path, 
     assert sparse > dense - 2.0, (sparse, dense)
 
 
-def test_shipped_lite_tracks_objects_on_unseen_clips(tmp_path, one_torch_thread):
-    # the two seed-6 clips of the spvos test: neither trained on nor held out
-    generate_vos(tmp_path, clips=2, seed=6, frames=15, height=160, width=288, val_fraction=1.0, videos=False)
-    lite = validate_vos(load_named_model("lite"), tmp_path)["J&F"]
+def test_shipped_lite_tracks_objects_on_unseen_clips(unseen_vos_clips, one_torch_thread):
+    lite = validate_vos(load_named_model("lite"), unseen_vos_clips)["J&F"]
 
     def first_mask_everywhere(name: str, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
         return np.repeat(first_mask[None], len(frames), axis=0)
 
-    still = validate_vos(first_mask_everywhere, tmp_path)["J&F"]
+    still = validate_vos(first_mask_everywhere, unseen_vos_clips)["J&F"]
     # measured (CPU, 1 thread): lite 68.77, the still first mask 40.97; the interim lite
     # of session 3 tracked worse than the still mask on held-out clips
     assert lite > 60 and lite > still + 10, (lite, still)
