@@ -61,6 +61,6 @@ def test_shipped_lite_tracks_objects_on_unseen_clips(unseen_vos_clips, one_torch
         return np.repeat(first_mask[None], len(frames), axis=0)
 
     still = validate_vos(first_mask_everywhere, unseen_vos_clips)["J&F"]
-    # measured (CPU, 1 thread): lite 68.77, the still first mask 40.97; the interim lite
-    # of session 3 tracked worse than the still mask on held-out clips
-    assert lite > 60 and lite > still + 10, (lite, still)
+    # measured (CPU): lite 77.54 (68.77 after its first cycle), the still first mask 40.97;
+    # the interim lite of session 3 tracked worse than the still mask on held-out clips
+    assert lite > 70 and lite > still + 10, (lite, still)
