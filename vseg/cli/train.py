@@ -34,7 +34,7 @@ def train(
     init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Start from these weights.")] = None,
     stage_steps: Annotated[tuple[int, int, int] | None, typer.Option("--stage-steps", help="arseg: steps of its three stages: full resolution, low resolution alone, low resolution + CReFF (default 2000 1000 2000).")] = None,
     lr_from_hr: Annotated[bool, typer.Option("--lr-from-hr/--keep-lr", help="arseg: start phase 2 with the LR branch copied from hr, or keep --init-weights' LR branch (to continue phase 2).")] = True,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="VOS models: bfloat16 autocast (CUDA, or a CPU with AVX512-BF16/AMX: about 2x faster there).")] = False,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="VOS models: bfloat16 autocast (CUDA; on a CPU it depends on the host: measure with benchmarks/train_step_speed.py).")] = False,
     dice_weight: Annotated[float, typer.Option("--dice-weight", help="VOS models: weight of the soft Dice loss added to the cross-entropy.")] = 0.0,
     freeze_norm_at: Annotated[float | None, typer.Option("--freeze-norm-at", help="Recalibrate and freeze BatchNorm at this fraction of the steps (e.g. 0.5).")] = None,
     teacher: Annotated[Path | None, typer.Option("--teacher", help="lite: trained stm weights (default: train the teacher jointly).")] = None,
