@@ -11,8 +11,8 @@ import pytest
 from av.video.frame import PictureType
 from PIL import Image
 
+from vseg.data import street_sprites, synth_vos, synth_vss
 from vseg.data import synth_common as sc
-from vseg.data import synth_vos, synth_vss
 from vseg.data.datasets import CamVidDataset, DavisDataset, detect_layout, load_sequence
 from vseg.data.palette import DAVIS_PALETTE, read_mask
 from vseg.errors import VsegError
@@ -270,10 +270,10 @@ def test_vss_projection_matches_a_hand_worked_pinhole():
     panning: each pole is where x = cx + f * X / Z puts it, and the near one moves faster."""
     plan = synth_vss.plan_street(5, 0, 6, 120, 160)
     plan.yaw[:] = 0.0
-    plan.cam_x[:] = synth_vss.LANE / 2
+    plan.cam_x[:] = street_sprites.LANE / 2
     plan.walls = []
     colours = np.full((3, 3), 128, np.float32)
-    plan.sprites = [synth_vss.Sprite("pole", side * 4.0, plan.cam_z[0] + dist, 0.0, 0.4, 6.0, colours,
+    plan.sprites = [street_sprites.Sprite("pole", side * 4.0, plan.cam_z[0] + dist, 0.0, 0.4, 6.0, colours,
                                      np.array([-1, 0.6, 0, 0.3])) for side, dist in ((1, 10.0), (-1, 30.0))]
     shifts = []
     for sprite in plan.sprites:
@@ -282,7 +282,7 @@ def test_vss_projection_matches_a_hand_worked_pinhole():
             _, labels = synth_vss.render_street(plan, t, sc.clip_rng(5, 0, stream=1))
             rows = slice(0, int(plan.cy[t]) - 2)  # above the horizon: only the pole is there
             side = slice(80, 160) if sprite.x > 0 else slice(0, 80)
-            pole = np.argwhere(labels[rows, side] == synth_vss.POLE)[:, 1] + side.start
+            pole = np.argwhere(labels[rows, side] == street_sprites.POLE)[:, 1] + side.start
             expected = plan.cx + plan.focal * (sprite.x - plan.cam_x[t]) / (sprite.z - plan.cam_z[t]) - 0.5
             assert abs(pole.mean() - expected) < 1.0
             cols.append(pole.mean())

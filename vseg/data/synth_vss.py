@@ -37,20 +37,15 @@ from vseg.data import synth_common as sc
 from vseg.data.datasets import CAMVID_CLASSES, CAMVID_COLOURS
 from vseg.data.encode import H264Writer
 from vseg.data.palette import atomic_save, write_mask
-from vseg.data.street_sprites import (  # noqa: F401  (the class ids are this module's API too)
-    BICYCLIST,
+from vseg.data.street_sprites import (
     BUILDING,
-    CAR,
     FAR,
     FENCE,
     IGNORE_INDEX,
     LANE,
-    PEDESTRIAN,
-    POLE,
     ROAD,
     SHAPES,
     SIDEWALK,
-    SIGN,
     SKY,
     VEGETATION,
     Sprite,
