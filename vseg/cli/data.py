@@ -13,6 +13,8 @@ from vseg.cli.common import Seed, console, data_app, progress
 OutDir = Annotated[Path, typer.Option("--out", help="Dataset root to write.")]
 Clips = Annotated[int, typer.Option("--clips", help="Number of clips.")]
 ValFraction = Annotated[float, typer.Option("--val-fraction", help="Share of clips listed as validation.")]
+FrameHeight = Annotated[int, typer.Option("--height", help="Frame height (even).")]
+FrameWidth = Annotated[int, typer.Option("--width", help="Frame width (even).")]
 
 
 @data_app.command("synth-vos")
@@ -21,8 +23,8 @@ def synth_vos(
     clips: Clips = 20,
     seed: Seed = 0,
     frames: Annotated[int, typer.Option("--frames", help="Frames per clip.")] = 30,
-    height: Annotated[int, typer.Option("--height", help="Frame height (even).")] = 480,
-    width: Annotated[int, typer.Option("--width", help="Frame width (even).")] = 854,
+    height: FrameHeight = 480,
+    width: FrameWidth = 854,
     val_fraction: ValFraction = 0.2,
     videos: Annotated[bool, typer.Option("--videos/--no-videos", help="Also write videos/<clip>.mp4 (training needs only the frames and masks).")] = True,
     workers: Annotated[int, typer.Option("--workers", help="Processes rendering clips (the files do not depend on it).")] = 1,
@@ -41,8 +43,8 @@ def synth_vss(
     clips: Clips = 20,
     seed: Seed = 0,
     frames: Annotated[int, typer.Option("--frames", help="Frames per clip (several GOPs of 12).")] = 48,
-    height: Annotated[int, typer.Option("--height", help="Frame height (even).")] = 360,
-    width: Annotated[int, typer.Option("--width", help="Frame width (even).")] = 480,
+    height: FrameHeight = 360,
+    width: FrameWidth = 480,
     val_fraction: ValFraction = 0.2,
 ) -> None:
     """Synthetic street scenes for video semantic segmentation (CamVid-like layout, 11 classes, every frame labelled)."""
