@@ -11,7 +11,7 @@ import pytest
 from av.video.frame import PictureType
 from PIL import Image
 
-from vseg.data import street_sprites, synth_vos, synth_vss
+from vseg.data import street_sprites, synth_vos, synth_vss, vos_scene
 from vseg.data import synth_common as sc
 from vseg.data.datasets import CamVidDataset, DavisDataset, detect_layout, load_sequence
 from vseg.data.palette import DAVIS_PALETTE, read_mask
@@ -141,11 +141,11 @@ def test_vos_has_occlusion_exit_and_return(vos):
     occluded = came_back = False
     for index, clip in enumerate(summary["clips"]):
         masks = _clip_masks(root, clip["name"])
-        plan = synth_vos.plan_clip(0, index, VOS["frames"], h, w)
+        plan = vos_scene.plan_clip(0, index, VOS["frames"], h, w)
         for obj in plan.targets:
             area = (masks == obj.label).sum((1, 2))
             for t in range(VOS["frames"]):
-                patch = synth_vos.object_patch(obj, t, h, w)
+                patch = vos_scene.object_patch(obj, t, h, w)
                 if patch is None:
                     continue
                 y0, x0, rgba = patch
@@ -156,7 +156,7 @@ def test_vos_has_occlusion_exit_and_return(vos):
             gone = np.flatnonzero(area == 0)
             if len(gone) and area[-1] > 0:
                 t = int(gone[0])
-                assert synth_vos.object_patch(obj, t, h, w) is None  # it left; it was not hidden
+                assert vos_scene.object_patch(obj, t, h, w) is None  # it left; it was not hidden
                 came_back |= bool((area[t:] > 0).any())
     assert occluded and came_back
 
@@ -166,8 +166,8 @@ def test_vos_distractors_look_like_their_targets_and_are_not_annotated(vos):
     h, w = VOS["height"], VOS["width"]
     same, other = [], []
     for index, clip in enumerate(summary["clips"]):
-        plan = synth_vos.plan_clip(0, index, VOS["frames"], h, w)
-        rgb, labels, instances = synth_vos.render_frame(plan, 0, sc.clip_rng(0, index, stream=1))
+        plan = vos_scene.plan_clip(0, index, VOS["frames"], h, w)
+        rgb, labels, instances = vos_scene.render_frame(plan, 0, sc.clip_rng(0, index, stream=1))
         for obj in plan.objects:
             if obj.label:
                 continue

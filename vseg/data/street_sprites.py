@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vseg.data import synth_common as sc
+from vseg.data.textures import hsv_to_rgb
 
 SKY, BUILDING, POLE, ROAD, SIDEWALK, VEGETATION, SIGN, FENCE, CAR, PEDESTRIAN, BICYCLIST = range(11)
 IGNORE_INDEX = 255
@@ -36,27 +36,27 @@ class Sprite:
 
 
 def _clothes(rng: np.random.Generator, n: int) -> np.ndarray:
-    return sc.hsv_to_rgb(rng.uniform(0, 360, n), rng.uniform(0.0, 0.6, n), rng.uniform(0.12, 0.75, n))
+    return hsv_to_rgb(rng.uniform(0, 360, n), rng.uniform(0.0, 0.6, n), rng.uniform(0.12, 0.75, n))
 
 
 def _skin(rng: np.random.Generator) -> np.ndarray:
-    return sc.hsv_to_rgb(rng.uniform(15, 35), rng.uniform(0.3, 0.6), rng.uniform(0.3, 0.9))
+    return hsv_to_rgb(rng.uniform(15, 35), rng.uniform(0.3, 0.6), rng.uniform(0.3, 0.9))
 
 
 def _car(rng: np.random.Generator, x: float, z: float, vz: float, rear: bool) -> Sprite:
-    body = sc.hsv_to_rgb(rng.uniform(0, 360), rng.choice([0.0, 0.1, 0.6, 0.8]), rng.choice([0.1, 0.35, 0.6, 0.9]))
-    lamp = sc.hsv_to_rgb(0, 0.85, 0.75) if rear else sc.hsv_to_rgb(50, 0.15, 0.95)
+    body = hsv_to_rgb(rng.uniform(0, 360), rng.choice([0.0, 0.1, 0.6, 0.8]), rng.choice([0.1, 0.35, 0.6, 0.9]))
+    lamp = hsv_to_rgb(0, 0.85, 0.75) if rear else hsv_to_rgb(50, 0.15, 0.95)
     # body, glass, tyres, lamps, number plate (the order _shape_car's parts follow)
-    colours = np.stack([body, sc.hsv_to_rgb(215, 0.25, rng.uniform(0.12, 0.3)), sc.hsv_to_rgb(0, 0, 0.08), lamp,
-                        sc.hsv_to_rgb(55, rng.choice([0.0, 0.7]), 0.9)])
+    colours = np.stack([body, hsv_to_rgb(215, 0.25, rng.uniform(0.12, 0.3)), hsv_to_rgb(0, 0, 0.08), lamp,
+                        hsv_to_rgb(55, rng.choice([0.0, 0.7]), 0.9)])
     return Sprite("car", x, z, vz, rng.uniform(1.65, 2.0), rng.uniform(1.35, 2.1), colours,
                   np.array([rng.uniform(0, 100)]))
 
 
 def _person(rng: np.random.Generator, x: float, z: float, vz: float) -> Sprite:
     # skin, hair, shirt, trousers, shoes (the order _shape_person's parts follow)
-    colours = np.concatenate([_skin(rng)[None], sc.hsv_to_rgb(30, 0.5, rng.uniform(0.05, 0.5))[None],
-                              _clothes(rng, 2), sc.hsv_to_rgb(0, 0, 0.1)[None]])
+    colours = np.concatenate([_skin(rng)[None], hsv_to_rgb(30, 0.5, rng.uniform(0.05, 0.5))[None],
+                              _clothes(rng, 2), hsv_to_rgb(0, 0, 0.1)[None]])
     return Sprite("person", x, z, vz, 0.6, rng.uniform(1.5, 1.9), colours,
                   np.array([rng.uniform(0, 2 * math.pi), abs(vz) * rng.uniform(6, 9)]))
 
@@ -83,8 +83,8 @@ def make_sprites(rng: np.random.Generator, cam_z: np.ndarray, road: tuple, walk:
             if rng.random() < 0.6:
                 radius = rng.uniform(1.3, 3.2)
                 amps = rng.uniform(0, 0.12, 5)
-                colours = np.stack([sc.hsv_to_rgb(rng.uniform(75, 125), rng.uniform(0.35, 0.7), rng.uniform(0.25, 0.45)),
-                                    sc.hsv_to_rgb(rng.uniform(20, 35), rng.uniform(0.2, 0.4), rng.uniform(0.2, 0.35))])
+                colours = np.stack([hsv_to_rgb(rng.uniform(75, 125), rng.uniform(0.35, 0.7), rng.uniform(0.25, 0.45)),
+                                    hsv_to_rgb(rng.uniform(20, 35), rng.uniform(0.2, 0.4), rng.uniform(0.2, 0.35))])
                 params = np.concatenate([[rng.uniform(1.5, 3.0), rng.uniform(0.2, 0.4), radius],
                                          amps, rng.uniform(0, 2 * math.pi, 5)])
                 sprites.append(Sprite("tree", side * tree_x, z + rng.uniform(-2, 2), 0.0,
@@ -95,15 +95,15 @@ def make_sprites(rng: np.random.Generator, cam_z: np.ndarray, road: tuple, walk:
             tall = sign < 0 or rng.random() < 0.5
             arm = tall and rng.random() < 0.6
             height = rng.uniform(5, 8) if tall else rng.uniform(2.3, 3.0)
-            face = sc.hsv_to_rgb(rng.choice([0, 215, 50, 120]), rng.uniform(0.6, 0.9), rng.uniform(0.6, 0.9))
-            colours = np.stack([sc.hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 0.15), rng.uniform(0.3, 0.6)),
-                                face, sc.hsv_to_rgb(0, 0, 0.92)])
+            face = hsv_to_rgb(rng.choice([0, 215, 50, 120]), rng.uniform(0.6, 0.9), rng.uniform(0.6, 0.9))
+            colours = np.stack([hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 0.15), rng.uniform(0.3, 0.6)),
+                                face, hsv_to_rgb(0, 0, 0.92)])
             params = np.array([sign, rng.uniform(0.6, 0.9), -side * arm, rng.uniform(0.1, 0.2)])
             sprites.append(Sprite("pole", side * (edge + 0.35), z + rng.uniform(-3, 3), 0.0, 3.2, height + 0.1,
                                   colours, params))
         for z in np.arange(z_lo, z_hi, rng.uniform(15, 40)):
             if rng.random() < 0.35:
-                body = sc.hsv_to_rgb(rng.choice([30, 140, 0]), rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.5))
+                body = hsv_to_rgb(rng.choice([30, 140, 0]), rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.5))
                 colours = np.stack([body, body * 0.7])  # body, lid
                 sprites.append(Sprite("clutter", side * (walk[side_i] - 0.5), z, 0.0, rng.uniform(0.5, 0.9),
                                       rng.uniform(0.6, 1.2), colours, np.array([rng.integers(2)])))
@@ -119,8 +119,8 @@ def make_sprites(rng: np.random.Generator, cam_z: np.ndarray, road: tuple, walk:
         z += rng.uniform(12, 80)
     for _ in range(int(rng.integers(0, 3)) if rng.random() < 0.6 else 0):  # cyclists at the kerb of our lane
         # jacket, trousers, helmet, bicycle, skin (the order _shape_cyclist's parts follow)
-        colours = np.concatenate([_clothes(rng, 2), sc.hsv_to_rgb(rng.uniform(0, 360), 0.7, 0.8)[None],
-                                  sc.hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 0.6), 0.3)[None], _skin(rng)[None]])
+        colours = np.concatenate([_clothes(rng, 2), hsv_to_rgb(rng.uniform(0, 360), 0.7, 0.8)[None],
+                                  hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 0.6), 0.3)[None], _skin(rng)[None]])
         vz = rng.uniform(0.12, 0.3)
         sprites.append(Sprite("cyclist", LANE - 0.6, cam_z[0] + rng.uniform(8, 60), vz, 0.7, 1.75, colours,
                               np.array([rng.uniform(0, 2 * math.pi), vz * 3])))

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from vseg.data import synth_common as sc
+from vseg.data import textures
 from vseg.data.datasets import CAMVID_CLASSES, CAMVID_COLOURS
 from vseg.data.encode import H264Writer
 from vseg.data.palette import atomic_save, write_mask
@@ -51,6 +52,7 @@ from vseg.data.street_sprites import (
     Sprite,
     make_sprites,
 )
+from vseg.data.textures import hsv_to_rgb
 
 CLASS_NAMES = CAMVID_CLASSES  # CamVid's 11 classes, in CamVid's order
 CLASS_COLOURS = CAMVID_COLOURS
@@ -148,16 +150,16 @@ def plan_street(seed: int, index: int, frames: int, height: int, width: int) -> 
         style = np.stack([rng.uniform(3.0, 3.6, n), rng.uniform(2.2, 3.5, n),
                           rng.uniform(0.9, 1.5, n), rng.uniform(0.2, 0.4, n)], 1)
         walls.append(Wall(side, verge[side_i] + rng.uniform(0.0, 2.0), z0, z1, rng.uniform(6, 25, n),
-                          np.full(n, BUILDING), sc.hsv_to_rgb(hues, np.clip(sats, 0, 1), np.clip(vals, 0, 1)),
+                          np.full(n, BUILDING), hsv_to_rgb(hues, np.clip(sats, 0, 1), np.clip(vals, 0, 1)),
                           style))
         if rng.random() < 0.6:  # fences and hedges at the outer edge of the sidewalk
             f0, f1 = _segments(rng, z_lo, z_hi, (5, 40), (3, 30), 0.6)
             m = len(f0)
             hedge = rng.random(m) < 0.35
-            colours = np.where(hedge[:, None], sc.hsv_to_rgb(rng.uniform(85, 120, m), rng.uniform(0.4, 0.7, m),
-                                                             rng.uniform(0.3, 0.45, m)),
-                               sc.hsv_to_rgb(rng.uniform(15, 35, m), rng.uniform(0.1, 0.5, m),
-                                             rng.uniform(0.3, 0.6, m)))
+            colours = np.where(hedge[:, None], hsv_to_rgb(rng.uniform(85, 120, m), rng.uniform(0.4, 0.7, m),
+                                                          rng.uniform(0.3, 0.45, m)),
+                               hsv_to_rgb(rng.uniform(15, 35, m), rng.uniform(0.1, 0.5, m),
+                                          rng.uniform(0.3, 0.6, m)))
             walls.append(Wall(side, walk[side_i] + 0.05, f0, f1, rng.uniform(0.9, 1.6, m),
                               np.where(hedge, VEGETATION, FENCE), colours.astype(np.float32),
                               np.stack([rng.integers(0, 2, m), rng.uniform(0.1, 0.2, m),
@@ -165,17 +167,17 @@ def plan_street(seed: int, index: int, frames: int, height: int, width: int) -> 
 
     overcast = rng.random() < 0.3
     colours = {
-        "zenith": sc.hsv_to_rgb(rng.uniform(200, 220), rng.uniform(0.05, 0.12) if overcast else rng.uniform(0.35, 0.6),
-                                rng.uniform(0.75, 0.92)),
-        "horizon": sc.hsv_to_rgb(rng.uniform(195, 215), rng.uniform(0.03, 0.15), rng.uniform(0.85, 0.97)),
+        "zenith": hsv_to_rgb(rng.uniform(200, 220), rng.uniform(0.05, 0.12) if overcast else rng.uniform(0.35, 0.6),
+                             rng.uniform(0.75, 0.92)),
+        "horizon": hsv_to_rgb(rng.uniform(195, 215), rng.uniform(0.03, 0.15), rng.uniform(0.85, 0.97)),
         "clouds": float(rng.uniform(0.0, 0.3 if overcast else 0.7)),
-        "road": sc.hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.0, 0.06), rng.uniform(0.28, 0.4)),
-        "marking": sc.hsv_to_rgb(rng.uniform(45, 55), rng.uniform(0.0, 0.7) * (rng.random() < 0.3), 0.85),
-        "sidewalk": sc.hsv_to_rgb(rng.uniform(20, 50), rng.uniform(0.0, 0.15), rng.uniform(0.55, 0.7)),
-        "grass": sc.hsv_to_rgb(rng.uniform(75, 110), rng.uniform(0.35, 0.6), rng.uniform(0.35, 0.5)),
+        "road": hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.0, 0.06), rng.uniform(0.28, 0.4)),
+        "marking": hsv_to_rgb(rng.uniform(45, 55), rng.uniform(0.0, 0.7) * (rng.random() < 0.3), 0.85),
+        "sidewalk": hsv_to_rgb(rng.uniform(20, 50), rng.uniform(0.0, 0.15), rng.uniform(0.55, 0.7)),
+        "grass": hsv_to_rgb(rng.uniform(75, 110), rng.uniform(0.35, 0.6), rng.uniform(0.35, 0.5)),
         "paving": float(rng.uniform(0.3, 0.6)),
     }
-    tiles = {name: sc.WrappedTexture(sc.tileable_fractal(rng, 128, cells, octaves=octaves))
+    tiles = {name: textures.WrappedTexture(textures.tileable_fractal(rng, 128, cells, octaves=octaves))
              for name, cells, octaves in (("fine", 16, 3), ("coarse", 4, 3), ("leafy", 8, 4))}
     sprites = make_sprites(rng, cam_z, road, walk, verge)
     exposure = (rng.uniform(0.85, 1.15) * (1 + 0.04 * sc.smooth_curve(rng, frames)))[:, None] \
