@@ -13,6 +13,7 @@ namespace
 {
 
 constexpr int kThreads = 256;
+constexpr int kChannelsPerThread = 8; // loads in flight per thread before the first store
 constexpr int kMaxGridY = 65535;
 
 struct WarpParams
@@ -21,13 +22,85 @@ struct WarpParams
     float scaleX, scaleY; // feature pixels per frame pixel
 };
 
-//! feat at an integer position, or 0 outside the map (zeros padding).
-template <typename T>
-__device__ inline float tapOrZero(T const* plane, int iy, int ix, int h, int w)
+//! Where one output pixel reads: up to four plane offsets, each with an inside-the-map flag,
+//! and the bilinear fractions. The same for every channel of an image, so computed once.
+struct Taps
 {
-    return (iy >= 0 && iy < h && ix >= 0 && ix < w) ? toFloat(plane[iy * w + ix]) : 0.0F;
+    int offset[4];  // (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1); nearest: [0] only
+    bool inside[4]; // outside taps read 0 (zeros padding) and their offset is never dereferenced
+    float fx, fy;
+};
+
+__device__ inline void setTap(Taps& t, int k, int iy, int ix, int h, int w)
+{
+    t.inside[k] = iy >= 0 && iy < h && ix >= 0 && ix < w;
+    t.offset[k] = iy * w + ix;
 }
 
+template <bool kBilinear, bool kBorder>
+__device__ inline Taps findTaps(float const* mvImg, int x, int y, int blockY, int blockX, WarpParams const& p)
+{
+    // explicit roundings (no FMA contraction) so the sample position matches the reference
+    // bit for bit: nearest sampling flips at .5 boundaries otherwise
+    float sx = __fadd_rn(static_cast<float>(x), __fmul_rn(mvImg[blockY * p.mvW + blockX], p.scaleX));
+    float sy = __fadd_rn(static_cast<float>(y), __fmul_rn(mvImg[(p.mvH + blockY) * p.mvW + blockX], p.scaleY));
+    float const maxX = static_cast<float>(p.featW - 1);
+    float const maxY = static_cast<float>(p.featH - 1);
+    if (kBorder)
+    {
+        sx = fminf(fmaxf(sx, 0.0F), maxX);
+        sy = fminf(fmaxf(sy, 0.0F), maxY);
+    }
+    else
+    {
+        // beyond one pixel outside every tap reads 0 anyway; keeps the int conversion in range
+        sx = fminf(fmaxf(sx, -2.0F), maxX + 2.0F);
+        sy = fminf(fmaxf(sy, -2.0F), maxY + 2.0F);
+    }
+    Taps t{};
+    if (kBilinear)
+    {
+        float const x0f = floorf(sx);
+        float const y0f = floorf(sy);
+        t.fx = sx - x0f;
+        t.fy = sy - y0f;
+        int const x0 = static_cast<int>(x0f);
+        int const y0 = static_cast<int>(y0f);
+        // with border padding the clamped position keeps x0, y0 inside; x0 + 1 may still be
+        // one past the edge, where its weight fx is 0
+        setTap(t, 0, y0, x0, p.featH, p.featW);
+        setTap(t, 1, y0, x0 + 1, p.featH, p.featW);
+        setTap(t, 2, y0 + 1, x0, p.featH, p.featW);
+        setTap(t, 3, y0 + 1, x0 + 1, p.featH, p.featW);
+    }
+    else
+    {
+        setTap(t, 0, static_cast<int>(floorf(sy + 0.5F)), static_cast<int>(floorf(sx + 0.5F)), p.featH, p.featW);
+    }
+    return t;
+}
+
+template <typename T>
+__device__ inline float tap(T const* plane, Taps const& t, int k)
+{
+    return t.inside[k] ? toFloat(plane[t.offset[k]]) : 0.0F;
+}
+
+template <typename T, bool kBilinear>
+__device__ inline float sample(T const* plane, Taps const& t)
+{
+    if (!kBilinear)
+    {
+        return tap(plane, t, 0);
+    }
+    float const top = (1.0F - t.fx) * tap(plane, t, 0) + t.fx * tap(plane, t, 1);
+    float const bottom = (1.0F - t.fx) * tap(plane, t, 2) + t.fx * tap(plane, t, 3);
+    return (1.0F - t.fy) * top + t.fy * bottom;
+}
+
+//! grid.x: pixels of a plane (a warp reads and writes consecutive addresses); grid.y: runs of
+//! kChannelsPerThread channels of one image. A thread finds its pixel's taps once and samples
+//! every channel of its run, all loads issued before the first store.
 template <typename T, bool kBilinear, bool kBorder>
 __global__ void __launch_bounds__(kThreads) mvWarpKernel(
     T const* __restrict__ feat, float const* __restrict__ mv, T* __restrict__ out, WarpParams p)
@@ -42,51 +115,29 @@ __global__ void __launch_bounds__(kThreads) mvWarpKernel(
     int const x = pixel - y * p.featW;
     int const blockY = y * p.mvH / p.featH; // nearest block, asymmetric + floor
     int const blockX = x * p.mvW / p.featW;
-    float const maxX = static_cast<float>(p.featW - 1);
-    float const maxY = static_cast<float>(p.featH - 1);
-    for (int plane = blockIdx.y; plane < p.n * p.c; plane += gridDim.y)
+    int const runsPerImage = ceilDiv(p.c, kChannelsPerThread);
+    for (int run = blockIdx.y; run < p.n * runsPerImage; run += gridDim.y)
     {
-        int const img = plane / p.c;
-        float const* mvImg = mv + static_cast<size_t>(img) * 2 * p.mvH * p.mvW;
-        // explicit roundings (no FMA contraction) so the sample position matches the
-        // reference bit for bit: nearest sampling flips at .5 boundaries otherwise
-        float sx = __fadd_rn(static_cast<float>(x), __fmul_rn(mvImg[blockY * p.mvW + blockX], p.scaleX));
-        float sy = __fadd_rn(static_cast<float>(y), __fmul_rn(mvImg[(p.mvH + blockY) * p.mvW + blockX], p.scaleY));
-        if (kBorder)
+        int const img = run / runsPerImage;
+        int const c0 = (run - img * runsPerImage) * kChannelsPerThread;
+        Taps const t = findTaps<kBilinear, kBorder>(
+            mv + static_cast<size_t>(img) * 2 * p.mvH * p.mvW, x, y, blockY, blockX, p);
+        size_t const first = (static_cast<size_t>(img) * p.c + c0) * planeSize;
+        int const channels = min(kChannelsPerThread, p.c - c0);
+        float values[kChannelsPerThread];
+#pragma unroll
+        for (int j = 0; j < kChannelsPerThread; ++j)
         {
-            sx = fminf(fmaxf(sx, 0.0F), maxX);
-            sy = fminf(fmaxf(sy, 0.0F), maxY);
+            values[j] = j < channels ? sample<T, kBilinear>(feat + first + static_cast<size_t>(j) * planeSize, t) : 0.0F;
         }
-        else
+#pragma unroll
+        for (int j = 0; j < kChannelsPerThread; ++j)
         {
-            // beyond one pixel outside every tap reads 0 anyway; keeps the int conversion in range
-            sx = fminf(fmaxf(sx, -2.0F), maxX + 2.0F);
-            sy = fminf(fmaxf(sy, -2.0F), maxY + 2.0F);
+            if (j < channels)
+            {
+                out[first + static_cast<size_t>(j) * planeSize + pixel] = fromFloat<T>(values[j]);
+            }
         }
-        T const* src = feat + static_cast<size_t>(plane) * planeSize;
-        float value;
-        if (kBilinear)
-        {
-            float const x0f = floorf(sx);
-            float const y0f = floorf(sy);
-            float const fx = sx - x0f;
-            float const fy = sy - y0f;
-            int const x0 = static_cast<int>(x0f);
-            int const y0 = static_cast<int>(y0f);
-            // with border padding the clamped position keeps x0, y0 inside; x0 + 1 may still be
-            // one past the edge, where its weight fx is 0
-            float const top = (1.0F - fx) * tapOrZero(src, y0, x0, p.featH, p.featW)
-                + fx * tapOrZero(src, y0, x0 + 1, p.featH, p.featW);
-            float const bottom = (1.0F - fx) * tapOrZero(src, y0 + 1, x0, p.featH, p.featW)
-                + fx * tapOrZero(src, y0 + 1, x0 + 1, p.featH, p.featW);
-            value = (1.0F - fy) * top + fy * bottom;
-        }
-        else
-        {
-            value = tapOrZero(src, static_cast<int>(floorf(sy + 0.5F)), static_cast<int>(floorf(sx + 0.5F)), p.featH,
-                p.featW);
-        }
-        out[static_cast<size_t>(plane) * planeSize + pixel] = fromFloat<T>(value);
     }
 }
 
@@ -94,7 +145,8 @@ template <typename T>
 void launchTyped(void const* feat, float const* mv, void* out, WarpParams const& p, int mode, int padding,
     cudaStream_t stream)
 {
-    dim3 const grid(ceilDiv(p.featH * p.featW, kThreads), p.n * p.c < kMaxGridY ? p.n * p.c : kMaxGridY);
+    int const runs = p.n * ceilDiv(p.c, kChannelsPerThread);
+    dim3 const grid(ceilDiv(p.featH * p.featW, kThreads), runs < kMaxGridY ? runs : kMaxGridY);
     auto const* in = static_cast<T const*>(feat);
     auto* o = static_cast<T*>(out);
     bool const bilinear = mode == VSEG_WARP_BILINEAR;
