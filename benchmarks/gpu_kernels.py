@@ -8,11 +8,12 @@ TensorRT. Builds plugins/build/libvseg_kernels.so for the local GPU when it is m
 (--rebuild forces it). Then:
   1. correctness: GatedSparseConv2d over tiles 4/8/16, strides 1/2, paddings, kernels 3 and 1,
      groups (depthwise included), both coarse modes and activations, decision maps all
-     REUSE / all COARSE / all DENSE / random, odd sizes, fp32 and fp16, outputs poisoned with
-     NaN first; MVWarp over both modes, paddings and dtypes. Relative error (max |y - ref| /
+     REUSE / all COARSE / all DENSE / random / 90% REUSE (split-K), odd sizes, fp32 and fp16,
+     outputs poisoned with NaN first, split-K results bit-identical over repeats; MVWarp over both modes, paddings and dtypes. Relative error (max |y - ref| /
      max |ref|, reference in float64) must stay below 1e-4 (fp32) and 1e-2 (fp16).
   2. timings (CUDA graphs of 20 calls, CUDA events, median of 15 replays): the sparse conv at
-     0/25/50/75/90 % REUSE tiles (rest DENSE) and COARSE mixes, against cuDNN's dense
+     0/25/50/75/90 % REUSE tiles (rest DENSE) and COARSE mixes, with and without split-K
+     (VSEG_SPARSE_CONV_MAX_SPLIT=1), against cuDNN's dense
      conv2d + bias at the same precision (TF32 off), on the 1/4 (64 ch, 120x214) and 1/8
      (128 ch, 60x107) feature maps of a 480x854 frame; MVWarp throughput against the
      device's copy bandwidth (clone of a 1 GiB tensor).
@@ -93,6 +94,9 @@ def decision_map(kind: str, n: int, grid: tuple[int, int], gen: torch.Generator,
     shape = (n, 1, *grid)
     if kind == "random":
         return torch.randint(0, 3, shape, generator=gen, dtype=torch.int32).to(device)
+    if kind == "sparse":  # 90% REUSE, the rest DENSE: few live CTAs, so the K loop is split
+        dense = torch.rand(shape, generator=gen) < 0.1
+        return torch.where(dense, DENSE, REUSE).to(torch.int32).to(device)
     value = {"reuse": REUSE, "coarse": COARSE, "dense": DENSE}[kind]
     return torch.full(shape, value, dtype=torch.int32, device=device)
 
@@ -105,6 +109,7 @@ CONV_CASES = [  # n, cin, cout, h, w, kernel, stride, padding, dilation, groups
     (1, 16, 16, 24, 40, 3, 1, 1, 1, 16),
     (1, 70, 130, 13, 13, 3, 1, 0, 1, 1),
     (1, 64, 64, 120, 214, 3, 1, 1, 1, 1),
+    (1, 128, 128, 60, 107, 3, 1, 1, 1, 1),  # K = 1152: split-K into 4 parts when sparse
 ]
 
 
@@ -112,7 +117,7 @@ def check_conv(device) -> list[dict]:
     results = []
     gen = torch.Generator().manual_seed(0)
     combos = itertools.product(
-        CONV_CASES, (torch.float32, torch.float16), (4, 8, 16), ("reuse", "coarse", "dense", "random"),
+        CONV_CASES, (torch.float32, torch.float16), (4, 8, 16), ("reuse", "coarse", "dense", "random", "sparse"),
         ("nearest", "bilinear"), ("none", "relu"),
     )
     for case, dtype, tile, mix, coarse_mode, activation in combos:
@@ -141,6 +146,21 @@ def check_conv(device) -> list[dict]:
     err = rel_error(y_prev, ref)
     results.append(dict(op="GatedSparseConv2d", case="in-place out=y_prev", dtype="fp32", rel_error=err,
                         ok=err < TOLERANCE[torch.float32]))
+    # split-K sums its parts in a fixed order: repeated calls must agree bit for bit (a race
+    # between the parts would show here as a moving result)
+    for dtype in (torch.float32, torch.float16):
+        x = torch.randn(1, 128, 60, 107, generator=gen).to(device, dtype)
+        weight = (torch.randn(128, 128, 3, 3, generator=gen) / 34).to(device, dtype)
+        y_prev = torch.randn(1, 128, 60, 107, generator=gen).to(device, dtype)
+        decision = decision_map("sparse", 1, decision_grid_shape(60, 107, 8), gen, device)
+        outs = []
+        for _ in range(5):
+            out = torch.full_like(y_prev, float("nan"))
+            kernels.gated_sparse_conv2d(x, decision, y_prev, weight, None, out=out, tile=8)
+            outs.append(out)
+        same = all(torch.equal(outs[0], o) for o in outs[1:])
+        results.append(dict(op="GatedSparseConv2d", case="5 repeats, 90% REUSE, split-K", dtype=DTYPE_NAMES[dtype],
+                            rel_error=0.0 if same else float("inf"), ok=same))
     return results
 
 
@@ -238,9 +258,15 @@ def time_conv(device) -> list[dict]:
             decision = mixed_decisions(grid[0] * grid[1], shares, gen).view(1, 1, *grid).to(device)
             call = dict(x=x, decision=decision, y_prev=y_prev, weight=weight, bias=bias, tile=tile, out=y)
             sparse_ms = time_ms(lambda call=call: kernels.gated_sparse_conv2d(**call))
+            os.environ["VSEG_SPARSE_CONV_MAX_SPLIT"] = "1"  # the same kernel without split-K
+            try:
+                no_split_ms = time_ms(lambda call=call: kernels.gated_sparse_conv2d(**call))
+            finally:
+                del os.environ["VSEG_SPARSE_CONV_MAX_SPLIT"]
             active = (decision == DENSE).float().mean().item() + 0.25 * (decision == COARSE).float().mean().item()
             rows.append(dict(map=label, channels=channels, height=h, width=w, dtype=DTYPE_NAMES[dtype], tile=tile,
-                             mix=mix_label, active_cost=round(active, 4), sparse_ms=sparse_ms, cudnn_dense_ms=dense_ms,
+                             mix=mix_label, active_cost=round(active, 4), sparse_ms=sparse_ms,
+                             no_split_ms=no_split_ms, cudnn_dense_ms=dense_ms,
                              speedup_vs_cudnn=dense_ms / sparse_ms))
     return rows
 
@@ -316,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         report["conv_timing"] = time_conv(device)
         report["warp_timing"] = time_warp(device)
         print_table("GatedSparseConv2d vs cuDNN dense conv2d+bias (ms per call)", report["conv_timing"],
-                    ["map", "dtype", "tile", "mix", "active_cost", "sparse_ms", "cudnn_dense_ms", "speedup_vs_cudnn"])
+                    ["map", "dtype", "tile", "mix", "active_cost", "sparse_ms", "no_split_ms", "cudnn_dense_ms",
+                     "speedup_vs_cudnn"])
         print(f"\ndevice copy bandwidth (clone of 1 GiB): {report['warp_timing']['copy_gbps']:.0f} GB/s")
         print_table("MVWarp", report["warp_timing"]["runs"], ["shape", "dtype", "mode", "ms", "gbps", "fraction_of_copy"])
     if args.json:

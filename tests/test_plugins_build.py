@@ -192,10 +192,17 @@ def test_built_library_answers_through_ctypes_without_a_gpu(kernels_build):
     assert result.returncode == 0
     lib = load_library(str(build_dir / "libvseg_kernels.so"))
     assert lib.vseg_kernels_abi_version() == ABI_VERSION
-    # 120 x 214 outputs in 8 x 8 tiles: 256 bytes of counters, then 15 * 27 = 405 tiles ->
-    # 1620 bytes padded to 1792, then 64 x 64 x 3 x 3 fp32 weights = 147456 bytes
-    assert lib.vseg_gated_sparse_conv2d_workspace_size(1, 64, 64, 120, 214, 3, 1, 8, 0) == 256 + 1792 + 147456
+    # 120 x 214 outputs in 8 x 8 tiles, 15 * 27 = 405 tiles -> 405 CTAs of 64 positions at most:
+    # 256 bytes of counters; split-K semaphores for min(405, 256) slots = 1024 bytes; the tile
+    # list, 1620 bytes padded to 1792; 64 x 64 x 3 x 3 fp32 weights = 147456 bytes; 256 slots x
+    # 4 parts of 64 x 64 float partials
+    assert lib.vseg_gated_sparse_conv2d_workspace_size(1, 64, 64, 120, 214, 3, 1, 8, 0) == (
+        256 + 1024 + 1792 + 147456 + 256 * 4 * 64 * 64 * 4)
+    # grouped convolutions never split: no semaphores, no partials
     assert lib.vseg_gated_sparse_conv2d_workspace_size(1, 64, 64, 120, 214, 3, 4, 8, 1) == 256 + 1792 + 18432
+    # a small map: 2 x 3 tiles of 16 x 16 -> 24 CTAs, so 24 slots
+    assert lib.vseg_gated_sparse_conv2d_workspace_size(1, 8, 8, 20, 40, 3, 1, 16, 0) == (
+        256 + 256 + 256 + 2304 + 24 * 4 * 64 * 64 * 4)
     assert lib.vseg_gated_sparse_conv2d_workspace_size(1, 64, 64, 120, 214, 3, 1, 6, 0) == 0  # tile 6
     header = ABI_HEADER.read_text()
     for name in ("vseg_gated_sparse_conv2d_workspace_size", "vseg_gated_sparse_conv2d", "vseg_mv_warp"):

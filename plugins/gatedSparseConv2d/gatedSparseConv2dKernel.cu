@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cuda_fp16.h>
 #include <type_traits>
 
@@ -19,6 +20,11 @@ using namespace sparseconv;
 constexpr int kCopyThreads = 128;      // classify / REUSE-copy CTA size
 constexpr int kMaxSlots = kBlockN / 4; // COARSE tiles per conv CTA at most (tile 4: 4 samples each)
 constexpr size_t kCountersBytes = 256; // two int counters, padded so the tile list stays aligned
+// K split (see gatedSparseConv2dKernel.h): at most kMaxSplit parts, only for groups == 1, only
+// while the live CTAs are at most half the split target; one partial C tile per part and slot.
+constexpr int kMaxSplit = 4;
+constexpr int kMaxSplitSlots = 256; // live CTAs a split can serve (split target <= 2 x this)
+constexpr int kTileFloats = kBlockM * kBlockN;
 using ConvParams = SparseConvParams;
 
 __device__ inline void tileOrigin(int tileIndex, ConvParams const& p, int tile, int& img, int& row0, int& col0)
@@ -139,10 +145,92 @@ __device__ StackPosition decodePosition(
 }
 
 
+//! Serial split-K: every part stores its partial tile, and the part that arrives last adds
+//! them all (in part order, so the sum does not depend on arrival) into sC and carries on with
+//! the epilogue. Returns whether this CTA is that last part. One slot per live (position block,
+//! channel block): below kMaxSplitSlots because splitting needs few live CTAs.
+__device__ inline bool sumSplits(
+    float (*sC)[kStageStride], int* semaphores, float* partials, int slot, int split, int splits)
+{
+    __shared__ int sArrival;
+    float* tiles = partials + static_cast<size_t>(slot) * kMaxSplit * kTileFloats;
+    for (int i = threadIdx.x; i < kTileFloats; i += kThreads)
+    {
+        tiles[split * kTileFloats + i] = sC[i / kBlockN][i % kBlockN];
+    }
+    __threadfence(); // the partial is visible device-wide before the arrival is counted
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        sArrival = atomicAdd(&semaphores[slot], 1);
+    }
+    __syncthreads();
+    if (sArrival != splits - 1)
+    {
+        return false;
+    }
+    __threadfence();
+    for (int i = threadIdx.x; i < kTileFloats; i += kThreads)
+    {
+        float sum = 0.0F;
+        for (int part = 0; part < splits; ++part)
+        {
+            sum += __ldcg(&tiles[part * kTileFloats + i]); // L2: written by other SMs
+        }
+        sC[i / kBlockN][i % kBlockN] = sum;
+    }
+    __syncthreads();
+    return true;
+}
+
+//! What one CTA computes: a block of stack positions x a block of output channels, or one K
+//! part of it.
+struct ConvWork
+{
+    int posBlock, coBlock;
+    int split, splits, slot; // K part, parts, partial-tile slot (split-K only)
+};
+
+//! This CTA's work; false when it has none. Without a split, the CTA's own (position block,
+//! channel block), idle past the live positions (the grid covers the all-DENSE worst case).
+//! With few live blocks (at most half the split target, so SMs would idle) the K loop is cut
+//! into parts, run by the first live x parts CTAs in dispatch order: work the idle CTAs of the
+//! worst-case grid take over, so no extra CTAs are launched. Every CTA derives the same plan
+//! from the same counters.
+__device__ inline bool assignWork(int totalPositions, int numChunks, ConvParams const& p, ConvWork& w)
+{
+    int const livePosBlocks = ceilDiv(totalPositions, kBlockN);
+    int const live = livePosBlocks * gridDim.y;
+    int const ctas = gridDim.x * gridDim.y;
+    w.splits = 1;
+    if (p.maxSplit > 1 && 2 * live <= p.splitTarget)
+    {
+        w.splits = min(min(p.maxSplit, numChunks), min(p.splitTarget / live, ctas / live));
+    }
+    if (w.splits == 1)
+    {
+        w.posBlock = blockIdx.x;
+        w.coBlock = blockIdx.y;
+        w.split = 0;
+        w.slot = 0;
+        return blockIdx.x < livePosBlocks;
+    }
+    int const item = blockIdx.y * gridDim.x + blockIdx.x; // dispatch order
+    if (item >= live * w.splits)
+    {
+        return false;
+    }
+    w.slot = item % live;
+    w.split = item / live;
+    w.posBlock = w.slot / gridDim.y;
+    w.coBlock = w.slot - w.posBlock * gridDim.y;
+    return true;
+}
+
 template <typename T, int TILE>
 __global__ void __launch_bounds__(kThreads) sparseConvKernel(T const* __restrict__ x,
     T const* __restrict__ weightGemm, T const* __restrict__ bias, T* __restrict__ y, int const* __restrict__ counts,
-    int const* __restrict__ tileList, ConvParams p)
+    int const* __restrict__ tileList, int* __restrict__ semaphores, float* __restrict__ partials, ConvParams p)
 {
     constexpr int kBlockK = Tiling<T>::kBlockK;
     constexpr int kPad = Tiling<T>::kPad;
@@ -160,22 +248,27 @@ __global__ void __launch_bounds__(kThreads) sparseConvKernel(T const* __restrict
 
     int const densePositions = counts[0] * TILE * TILE;
     int const totalPositions = densePositions + counts[1] * kSamples;
-    int const blockStart = blockIdx.x * kBlockN;
-    if (blockStart >= totalPositions)
+    int const taps = p.kernel * p.kernel;
+    int const numChunks = taps * p.cInChunks;
+    ConvWork work;
+    if (!assignWork(totalPositions, numChunks, p, work))
     {
-        return; // the grid covers the all-DENSE worst case
+        return;
     }
+    int const group = blockIdx.z;
+    int const blockStart = work.posBlock * kBlockN;
+    int const chunkBegin = work.split * numChunks / work.splits;
+    int const chunkEnd = (work.split + 1) * numChunks / work.splits;
     int const tid = threadIdx.x;
     int const col = tid % kBlockN; // this thread's B column (stack position) and A column (channel)
     int const kRow = tid / kBlockN;
-    int const coBlock = blockIdx.y * kBlockM;
-    int const coGroupBase = blockIdx.z * p.cOutPerGroup;
+    int const coBlock = work.coBlock * kBlockM;
+    int const coGroupBase = group * p.cOutPerGroup;
     int const planeIn = p.h * p.w;
     int const planeOut = p.outH * p.outW;
-    int const taps = p.kernel * p.kernel;
 
     StackPosition const pos = decodePosition<TILE>(blockStart + col, densePositions, totalPositions, tileList, p);
-    int const inBase = (pos.img * p.cIn + blockIdx.z * p.cInPerGroup) * planeIn;
+    int const inBase = (pos.img * p.cIn + group * p.cInPerGroup) * planeIn;
     int const iy0 = pos.outY * p.stride - p.padding;
     int const ix0 = pos.outX * p.stride - p.padding;
     if (tid < kBlockN)
@@ -187,7 +280,7 @@ __global__ void __launch_bounds__(kThreads) sparseConvKernel(T const* __restrict
     bool const coValid = co < p.cOutPerGroup;
     // weightGemm [group][tap][ci][co]: this thread's output channel, in its group
     T const* wGroup
-        = weightGemm + static_cast<size_t>(blockIdx.z) * taps * p.cInPerGroup * p.cOutPerGroup + (coValid ? co : 0);
+        = weightGemm + static_cast<size_t>(group) * taps * p.cInPerGroup * p.cOutPerGroup + (coValid ? co : 0);
 
     T regA[kLoads];
     T regB[kLoads];
@@ -214,9 +307,8 @@ __global__ void __launch_bounds__(kThreads) sparseConvKernel(T const* __restrict
 
     MathCore<T> math;
     math.clear();
-    int const numChunks = taps * p.cInChunks;
-    loadChunk(0);
-    for (int chunk = 0; chunk < numChunks; ++chunk)
+    loadChunk(chunkBegin);
+    for (int chunk = chunkBegin; chunk < chunkEnd; ++chunk)
     {
 #pragma unroll
         for (int j = 0; j < kLoads; ++j)
@@ -225,7 +317,7 @@ __global__ void __launch_bounds__(kThreads) sparseConvKernel(T const* __restrict
             sB[kRow + j * kRowsPerPass][col] = regB[j];
         }
         __syncthreads();
-        if (chunk + 1 < numChunks)
+        if (chunk + 1 < chunkEnd)
         {
             loadChunk(chunk + 1); // global loads in flight while this chunk is multiplied
         }
@@ -234,6 +326,10 @@ __global__ void __launch_bounds__(kThreads) sparseConvKernel(T const* __restrict
     }
     math.store(sC);
     __syncthreads();
+    if (work.splits > 1 && !sumSplits(sC, semaphores, partials, work.slot, work.split, work.splits))
+    {
+        return; // another part finishes this tile
+    }
 
     // bias + activation in place: sC now holds final outputs (DENSE) or samples (COARSE)
     for (int i = tid; i < kBlockM * kBlockN; i += kThreads)
@@ -313,19 +409,56 @@ size_t roundUp256(size_t bytes)
     return (bytes + 255) / 256 * 256;
 }
 
-//! Workspace: [2 counters | tile list | reordered weights], each part 256-byte aligned.
+//! Slots of partial tiles a split can use: live CTAs are at most min(worst-case CTAs,
+//! kMaxSplitSlots) when it splits; none with groups > 1 (never split).
+int splitSlots(int numTiles, int tile, int cOutPerGroup, int groups)
+{
+    if (groups != 1)
+    {
+        return 0;
+    }
+    long long const ctas = 1LL * ceilDiv(numTiles * tile * tile, kBlockN) * ceilDiv(cOutPerGroup, kBlockM);
+    return static_cast<int>(std::min<long long>(ctas, kMaxSplitSlots));
+}
+
+//! Workspace: [2 counters | split semaphores | tile list | reordered weights | split partials],
+//! each part 256-byte aligned; the counters and semaphores are zeroed by one memset per call.
 struct WorkspaceLayout
 {
-    size_t listOffset, weightOffset, total;
+    size_t semaphoreOffset, listOffset, weightOffset, partialOffset, total;
 };
 
-WorkspaceLayout workspaceLayout(int numTiles, long long weightElements, size_t elementBytes)
+WorkspaceLayout workspaceLayout(int numTiles, long long weightElements, size_t elementBytes, int slots)
 {
     WorkspaceLayout layout{};
-    layout.listOffset = kCountersBytes;
+    layout.semaphoreOffset = kCountersBytes;
+    layout.listOffset = layout.semaphoreOffset + roundUp256(static_cast<size_t>(slots) * sizeof(int));
     layout.weightOffset = layout.listOffset + roundUp256(static_cast<size_t>(numTiles) * sizeof(int));
-    layout.total = layout.weightOffset + roundUp256(static_cast<size_t>(weightElements) * elementBytes);
+    layout.partialOffset = layout.weightOffset + roundUp256(static_cast<size_t>(weightElements) * elementBytes);
+    layout.total = layout.partialOffset + static_cast<size_t>(slots) * kMaxSplit * kTileFloats * sizeof(float);
     return layout;
+}
+
+//! kMaxSplit, or fewer through VSEG_SPARSE_CONV_MAX_SPLIT (1 turns split-K off): a knob for
+//! benchmarks/gpu_kernels.py to time both variants in one run; read at each launch (or capture).
+int maxSplitSetting()
+{
+    char const* text = std::getenv("VSEG_SPARSE_CONV_MAX_SPLIT");
+    int const value = text != nullptr ? std::atoi(text) : kMaxSplit;
+    return std::max(1, std::min(value, kMaxSplit));
+}
+
+//! Live CTAs below half this split the K loop: twice the SMs of the device, within the slots.
+int splitTarget()
+{
+    int device = 0;
+    int sms = 0;
+    if (cudaGetDevice(&device) != cudaSuccess
+        || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    {
+        return 0; // no split; the launch that follows reports the error
+    }
+    return std::min(2 * sms, 2 * kMaxSplitSlots);
 }
 
 template <typename T, typename Vec>
@@ -340,23 +473,30 @@ void launchClassify(int32_t const* decision, T const* yPrev, T* y, T const* weig
 
 template <typename T, int TILE>
 void launchConv(T const* x, T const* weightGemm, T const* bias, T* y, int const* counts, int const* tileList,
-    ConvParams const& p, cudaStream_t stream)
+    int* semaphores, float* partials, ConvParams const& p, cudaStream_t stream)
 {
     dim3 const grid(ceilDiv(p.numTiles * TILE * TILE, kBlockN), ceilDiv(p.cOutPerGroup, kBlockM), p.cOut / p.cOutPerGroup);
-    sparseConvKernel<T, TILE><<<grid, kThreads, 0, stream>>>(x, weightGemm, bias, y, counts, tileList, p);
+    sparseConvKernel<T, TILE>
+        <<<grid, kThreads, 0, stream>>>(x, weightGemm, bias, y, counts, tileList, semaphores, partials, p);
 }
 
 template <typename T>
 void launchAll(void const* x, int32_t const* decision, void const* yPrev, void const* weight, void const* bias, void* y,
-    void* workspace, ConvParams const& p, int tile, cudaStream_t stream)
+    void* workspace, ConvParams p, int tile, cudaStream_t stream)
 {
+    int const groups = p.cOut / p.cOutPerGroup;
+    int const slots = splitSlots(p.numTiles, tile, p.cOutPerGroup, groups);
     WorkspaceLayout const layout
-        = workspaceLayout(p.numTiles, 1LL * p.cOut * p.cInPerGroup * p.kernel * p.kernel, sizeof(T));
+        = workspaceLayout(p.numTiles, 1LL * p.cOut * p.cInPerGroup * p.kernel * p.kernel, sizeof(T), slots);
+    p.splitTarget = std::min(splitTarget(), 2 * slots);
+    p.maxSplit = p.splitTarget >= 2 ? maxSplitSetting() : 1;
     char* base = static_cast<char*>(workspace);
     int* counts = reinterpret_cast<int*>(base);
+    int* semaphores = reinterpret_cast<int*>(base + layout.semaphoreOffset);
     int* tileList = reinterpret_cast<int*>(base + layout.listOffset);
     T* weightGemm = reinterpret_cast<T*>(base + layout.weightOffset);
-    cudaMemsetAsync(counts, 0, 2 * sizeof(int), stream);
+    float* partials = reinterpret_cast<float*>(base + layout.partialOffset);
+    cudaMemsetAsync(counts, 0, layout.listOffset, stream); // counters and semaphores
 
     T const* yPrevT = static_cast<T const*>(yPrev);
     T* yT = static_cast<T*>(y);
@@ -380,9 +520,9 @@ void launchAll(void const* x, int32_t const* decision, void const* yPrev, void c
     T const* bT = static_cast<T const*>(bias);
     switch (tile)
     {
-    case 4: launchConv<T, 4>(xT, weightGemm, bT, yT, counts, tileList, p, stream); break;
-    case 8: launchConv<T, 8>(xT, weightGemm, bT, yT, counts, tileList, p, stream); break;
-    default: launchConv<T, 16>(xT, weightGemm, bT, yT, counts, tileList, p, stream); break;
+    case 4: launchConv<T, 4>(xT, weightGemm, bT, yT, counts, tileList, semaphores, partials, p, stream); break;
+    case 8: launchConv<T, 8>(xT, weightGemm, bT, yT, counts, tileList, semaphores, partials, p, stream); break;
+    default: launchConv<T, 16>(xT, weightGemm, bT, yT, counts, tileList, semaphores, partials, p, stream); break;
     }
 }
 
@@ -404,7 +544,9 @@ size_t gatedSparseConvWorkspaceSize(
         return 0;
     }
     size_t const elementBytes = dtype == VSEG_DTYPE_FLOAT16 ? 2 : 4;
-    return workspaceLayout(static_cast<int>(numTiles), 1LL * cOut * (cIn / groups) * kernel * kernel, elementBytes)
+    int const slots = splitSlots(static_cast<int>(numTiles), tile, cOut / groups, groups);
+    return workspaceLayout(
+        static_cast<int>(numTiles), 1LL * cOut * (cIn / groups) * kernel * kernel, elementBytes, slots)
         .total;
 }
 

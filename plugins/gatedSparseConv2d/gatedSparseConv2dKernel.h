@@ -19,8 +19,16 @@
  *  3. epilogue (same CTA): bias + activation, then DENSE outputs are scattered to y and each
  *     COARSE tile (whole inside the CTA, since 64 is a multiple of its sample count) is filled
  *     from its samples (nearest or bilinear) and written.
- * The workspace holds the counters, the tile list and the reordered weights (a few hundred KB
- * at most for the model's layers): see gatedSparseConvWorkspaceSize.
+ * Split-K (groups == 1): with high REUSE fractions only a few CTAs are live, each running the
+ * whole K loop alone while most SMs idle (on an H100 at 75% REUSE the 1/8 map ran no faster
+ * than at 0%). When the live CTAs are at most the SM count (half the split target, 2 x SMs),
+ * each one's K loop is cut into up to 4 parts run by separate CTAs (idle CTAs of the
+ * worst-case grid take them over: a grid 4x deep cost up to 30 us in exiting CTAs); every
+ * part stores a float partial tile in the workspace and the part that arrives last sums them
+ * in part order (deterministic) and runs the epilogue.
+ * The workspace holds the counters, the split semaphores, the tile list, the reordered
+ * weights and, for groups == 1, the split partials (at most 256 slots x 4 parts x 16 KB):
+ * see gatedSparseConvWorkspaceSize.
  */
 #pragma once
 
@@ -40,6 +48,8 @@ struct SparseConvParams
     int cInChunks; //!< K chunks per filter tap; set by the launcher for the dtype's chunk depth
     int tilesH, tilesW, numTiles;
     int coarseBilinear, relu;
+    int maxSplit;    //!< K parts a CTA's work may be cut into (1: never); set by the launcher
+    int splitTarget; //!< live CTAs below half this split their K loop; set by the launcher
 };
 
 //! Output length of a standard convolution along one axis; 0 when the dilated kernel does not fit.
