@@ -23,7 +23,7 @@
  * whole K loop alone while most SMs idle (on an H100 at 75% REUSE the 1/8 map ran no faster
  * than at 0%). When the live CTAs are at most the SM count (half the split target, 2 x SMs),
  * each one's K loop is cut into up to 4 parts run by separate CTAs (idle CTAs of the
- * worst-case grid take them over: a grid 4x deep cost up to 30 us in exiting CTAs); every
+ * worst-case grid take them over: a grid 4x deep cost up to 36 us in exiting CTAs); every
  * part stores a float partial tile in the workspace and the part that arrives last sums them
  * in part order (deterministic) and runs the epilogue.
  * The workspace holds the counters, the split semaphores, the tile list, the reordered
