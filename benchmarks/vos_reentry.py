@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vseg.errors import VsegError
 from vseg.jsonio import write_json
 from vseg.models.weights import load_named_model
 from vseg.train import validate_vos
@@ -116,4 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except VsegError as error:  # a wrong model name or weights file: one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
