@@ -128,6 +128,6 @@ def test_engine_folders_a_user_gets_wrong(setup, tmp_path):
     (narrow / "manifest.json").write_text(json.dumps(manifest))
     with OrtBackend(narrow) as backend, pytest.raises(InputError, match="engines track at most 0 object"):
         run_vos(video, mask, backend, tmp_path / "o3")
-    with pytest.raises(VsegError, match="not available yet"):
+    with pytest.raises(InputError, match="no TensorRT plans; build them with `vseg build"):
         open_backend("trt", "stm", engines=made["stm"][1])
     assert TorchBackend(build_model("stm", **TINY)).weights_id() != OrtBackend(made["stm"][1]).weights_id()

@@ -134,7 +134,7 @@ def test_truncated_stream_and_resume_without_record_are_one_line(clip, tmp_path)
                                "--out", str(tmp_path / "o")))
     assert "lite" in line and "stm" in line
     line = one_error_line(vseg("run", str(video), "--mask", str(mask), "--backend", "trt"))
-    assert "not available yet" in line
+    assert "pass --engines DIR" in line and "vseg build" in line
 
 
 def test_demo_and_profile_commands(clip, tmp_path):

@@ -5,7 +5,7 @@ options, show progress and print results. A :class:`~vseg.errors.VsegError` rais
 below becomes one ``error: ...`` line on stderr and exit code 2 (see :func:`main`).
 
 The commands live by kind: ``tools`` (doctor, eval, transcode, probe), ``vos`` (run, demo,
-profile, export), ``train`` and ``data`` (synth-vos, synth-vss); ``common`` holds the apps and
+profile, export, build), ``train`` and ``data`` (synth-vos, synth-vss); ``common`` holds the apps and
 the options several commands share. Importing a module registers its commands, so the imports
 below give the order ``vseg --help`` lists them in.
 """

@@ -13,8 +13,8 @@ from vseg.errors import VsegError
 # Options of the commands that run a VOS model (run, demo, profile), declared once.
 ModelName = Annotated[str, typer.Option("--model", help="stm, lite or spvos.")]
 Weights = Annotated[Path | None, typer.Option("--weights", help="torch backend: a safetensors file written by vseg train (default: the shipped weights).")]
-BackendName = Annotated[str, typer.Option("--backend", help="torch (PyTorch), ort (onnxruntime on an --engines folder); trt comes later.")]
-Engines = Annotated[Path | None, typer.Option("--engines", help="ort backend: an engine folder written by vseg export.")]
+BackendName = Annotated[str, typer.Option("--backend", help="torch (PyTorch), ort (onnxruntime on an --engines folder), trt (TensorRT plans that vseg build added to it).")]
+Engines = Annotated[Path | None, typer.Option("--engines", help="ort and trt backends: an engine folder written by vseg export (and vseg build for trt).")]
 MemEvery = Annotated[int, typer.Option("--mem-every", help="Write memory every N frames.")]
 KeepPrevious = Annotated[bool, typer.Option("--keep-previous/--no-keep-previous", help="Keep the previous frame in a temporary memory slot between writes, as STM does (one more encode_value per frame).")]
 Budget = Annotated[float | None, typer.Option("--budget", help="spvos: share of dense work to spend (in the trained range).")]
@@ -76,7 +76,8 @@ def _run_arseg(video: Path, out: Path, weights: Path | None, backend: str, engin
     from vseg.runtime.arseg_run import run_arseg
 
     if backend not in ("torch", "ort"):
-        raise VsegError(f"arseg runs on the torch or ort backend, not {backend!r}")
+        raise VsegError(f"arseg runs on the torch or ort backend, not {backend!r} (its TensorRT plans build with "
+                        "vseg build; a trt runner for them is not written yet)")
     if (backend == "ort") != (engines is not None):
         raise VsegError("arseg: --backend ort runs an --engines folder (vseg export --model arseg); torch runs --weights")
     net = load_named_model("arseg", weights)
@@ -203,4 +204,22 @@ def export_(
                   f"onnxruntime parity: worst error {worst:.2g} <= {manifest['parity']['tolerance']:g})", highlight=False)
     write_json(json_out, manifest)
 
+
+@app.command()
+def build(
+    engines: Annotated[Path, typer.Argument(help="An engine folder written by vseg export.")],
+    fp16: Annotated[bool, typer.Option("--fp16", help="Let TensorRT pick fp16 kernels (TensorRT 10; see the docs).")] = False,
+    plugins: Annotated[Path | None, typer.Option("--plugins", help="libvseg_plugins.so (default: $VSEG_PLUGINS_LIB, else plugins/build*/).")] = None,
+    json_out: JsonOut = None,
+) -> None:
+    """Build TensorRT plans for an engine folder's graphs (with vseg's plugins), for the trt backend."""
+    from vseg.export.build_trt import build_engines
+
+    with progress() as bar:
+        task = bar.add_task("building TensorRT engines", total=None)
+        section = build_engines(engines, fp16=fp16, plugins=plugins,
+                                progress=lambda engine: bar.update(task, description=f"building {engine}"))
+    console.print(f"wrote {', '.join(p['file'] for p in section['plans'].values())} in {engines} "
+                  f"(TensorRT {section['version']}, {'fp16' if fp16 else 'fp32'}, {section['device']})", highlight=False)
+    write_json(json_out, section)
 

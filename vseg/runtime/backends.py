@@ -10,7 +10,8 @@ own (K object slots and T memory slots fixed per engine folder) or a one-line In
   computation the ONNX graphs hold, on the model's device; any frame size and object count.
 - :class:`OrtBackend` runs an engine folder's ONNX graphs in onnxruntime with the best
   provider that exists (TensorRT, CUDA, then CPU) and reports which ran.
-- ``trt`` (TensorRT engines + our plugins) is a later issue: :func:`open_backend` says so.
+- :class:`~vseg.runtime.trt_backend.TrtBackend` runs the TensorRT plans ``vseg build`` made
+  in an engine folder, with our plugins, through cuda-python buffers and a stream.
 
 Every ``infer`` call is timed (wall clock, after the device finished); ``timing_summary()``
 gives calls, total and mean milliseconds per engine.
@@ -313,7 +314,7 @@ def open_backend(name: str, model_name: str, *, weights: str | os.PathLike | Non
 
     torch: the model from ``weights`` (default: the shipped weights) on ``device`` (default:
     the GPU if torch has one). ort: the engine folder ``engines``; a folder exported from
-    another model is an InputError. trt does not exist yet: a one-line VsegError.
+    another model is an InputError. trt: the same folder once ``vseg build`` has added plans.
     """
     if name == "torch":
         if engines is not None:
@@ -322,19 +323,22 @@ def open_backend(name: str, model_name: str, *, weights: str | os.PathLike | Non
 
         model = load_named_model(model_name, weights)
         return TorchBackend(model, device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if name == "ort":
+    if name in ("ort", "trt"):
+        made_by = "`vseg export`" if name == "ort" else "`vseg export`, then `vseg build`"
         if engines is None:
-            raise VsegError("the ort backend runs an engine folder: pass --engines DIR (made by `vseg export`)")
+            raise VsegError(f"the {name} backend runs an engine folder: pass --engines DIR (made by {made_by})")
         if weights is not None:
             raise VsegError("--weights is for the torch backend; an engine folder carries its own weights")
-        backend = OrtBackend(engines, providers)
+        if name == "ort":
+            backend = OrtBackend(engines, providers)
+        else:
+            from vseg.runtime.trt_backend import TrtBackend
+
+            backend = TrtBackend(engines)
         if backend.model_name != model_name:
             raise InputError(f"{engines}: engines of a {backend.model_name!r} model, not {model_name!r} "
                              f"(pass --model {backend.model_name} or export {model_name})")
         return backend
-    if name == "trt":
-        raise VsegError("the trt backend (TensorRT engines with vseg's plugins) is not available yet; "
-                        "use --backend ort (its TensorRT execution provider runs where TensorRT is installed)")
     raise VsegError(f"unknown backend {name!r} (choose one of {', '.join(BACKENDS)})")
 
 
