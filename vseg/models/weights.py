@@ -40,3 +40,24 @@ def load_spvos(weights: str | Path, **gating) -> SpVOS:
     if model_name(model) != "spvos":
         raise InputError(f"{weights}: holds a {model_name(model)!r} model, not spvos or stm")
     return model.float().eval()
+
+
+def interpolate_weights(start: str | Path, end: str | Path, t: float):
+    """The model whose every float tensor is ``(1 - t) * start + t * end`` (integer buffers such
+    as BatchNorm's batch counts come from ``end``), fp32 in eval mode.
+
+    Both files must hold the same model (name and config): interpolating a fine-tuned network
+    with the weights it started from (WiSE-FT, Wortsman et al., CVPR 2022) can keep what each
+    end is good at; see the stm model card."""
+    if not 0.0 <= t <= 1.0:
+        raise VsegError(f"interpolation weight must be in [0, 1], got {t}")
+    a, b = load_model(start), load_model(end)
+    if model_name(a) != model_name(b) or a.config != b.config:
+        raise InputError(f"{start} and {end} hold different models ({model_name(a)!r}, {model_name(b)!r} or "
+                         "their configs differ): only weights of one architecture interpolate")
+    ends = b.state_dict()
+    mixed = {name: (tensor.float() * (1 - t) + ends[name].float() * t) if tensor.is_floating_point() else ends[name]
+             for name, tensor in a.state_dict().items()}
+    a.float().load_state_dict(mixed)
+    return a.eval()
+

@@ -1,0 +1,57 @@
+"""scripts/interpolate_weights.py: the mix of two weight files of one model, and its refusals."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vseg.errors import InputError, VsegError
+from vseg.models.registry import build_model, load_model, save_model
+from vseg.models.weights import interpolate_weights
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "interpolate_weights.py"
+TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths": (16, 16, 16)}
+
+
+@pytest.fixture()
+def two_stms(tmp_path):
+    torch.manual_seed(0)
+    return save_model(build_model("stm", **TINY), tmp_path / "a.safetensors"), \
+        save_model(build_model("stm", **TINY), tmp_path / "b.safetensors")
+
+
+def test_interpolation_is_the_weighted_mean_of_every_float_tensor(two_stms):
+    a, b = (load_model(p).state_dict() for p in two_stms)
+    for t in (0.0, 0.3, 1.0):
+        mixed = interpolate_weights(*two_stms, t).state_dict()
+        for name, tensor in mixed.items():
+            if tensor.is_floating_point():
+                torch.testing.assert_close(tensor, (1 - t) * a[name].float() + t * b[name].float())
+            else:
+                assert torch.equal(tensor, b[name])
+    assert any(not torch.equal(a[n], b[n]) for n in a)  # two different networks, so the test can fail
+
+
+def test_other_models_and_weights_outside_0_1_are_refused(two_stms, tmp_path):
+    other = save_model(build_model("stm", **{**TINY, "key_dim": 32}), tmp_path / "c.safetensors")
+    with pytest.raises(InputError, match="hold different models"):
+        interpolate_weights(two_stms[0], other, 0.5)
+    with pytest.raises(VsegError, match=r"must be in \[0, 1\]"):
+        interpolate_weights(*two_stms, 1.5)
+
+
+def test_script_writes_fp16_weights_and_errors_in_one_line(two_stms, tmp_path):
+    out = tmp_path / "mix.safetensors"
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, two_stms), "--t", "0.5", "--out", str(out),
+                           "--fp16"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    stored = load_file(out)
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    failed = subprocess.run([sys.executable, str(SCRIPT), str(two_stms[0]), str(tmp_path / "none.safetensors"),
+                             "--t", "0.5", "--out", str(tmp_path / "x.safetensors")], capture_output=True, text=True,
+                            check=False)
+    assert failed.returncode == 2 and failed.stderr.startswith("error:") and "Traceback" not in failed.stderr
+    assert not (tmp_path / "x.safetensors").exists()
