@@ -73,6 +73,13 @@ class TrtBackend(OrtBackend):
         logger = trt.Logger(trt.Logger.WARNING)
         trt_runtime = trt.Runtime(logger)
         self._stream = _check(runtime.cudaStreamCreate(), "cudaStreamCreate")
+        try:
+            self._load_plans(trt, trt_runtime)
+        except BaseException:
+            self._deactivate()  # a plan that fails to load must not leak the buffers of the others
+            raise
+
+    def _load_plans(self, trt, trt_runtime) -> None:
         for engine in ENGINES:
             entry = self.section["plans"].get(engine)
             if entry is None:
