@@ -222,4 +222,3 @@ def build(
     console.print(f"wrote {', '.join(p['file'] for p in section['plans'].values())} in {engines} "
                   f"(TensorRT {section['version']}, {'fp16' if fp16 else 'fp32'}, {section['device']})", highlight=False)
     write_json(json_out, section)
-
