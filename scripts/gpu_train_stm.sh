@@ -12,13 +12,14 @@
 # STEPS, BATCH, LR, WORKERS, DICE (soft Dice weight), INIT (weights to start from: default the
 # shipped stm, empty for random initialisation), CLIPS (fresh training clips, seed 5: the shipped
 # stm has seen seeds 1 and 4; fresh clips were worth far more than passes over the same ones),
-# CLIP_LEN and MAX_SKIP (training clips), CALL_SECONDS (time this call may use), DATA, RUN, OUT. Training runs in bfloat16 autocast (--amp) with a soft Dice term added to the CE.
+# CLIP_LEN, MAX_SKIP and SKIP_SCHEDULE (training clips; e.g. SKIP_SCHEDULE=0.1:12,0.7:5 for a
+# curriculum: --max-skip first, 12 from 10% of the steps, 5 from 70%), CALL_SECONDS (time this call may use), DATA, RUN, OUT. Training runs in bfloat16 autocast (--amp) with a soft Dice term added to the CE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 steps=${STEPS:-12000} batch=${BATCH:-8} lr=${LR:-5e-4} workers=${WORKERS:-8} dice=${DICE:-1.0}
-clips=${CLIPS:-4000} clip_len=${CLIP_LEN:-3} max_skip=${MAX_SKIP:-5}
+clips=${CLIPS:-4000} clip_len=${CLIP_LEN:-3} max_skip=${MAX_SKIP:-5} skip_schedule=${SKIP_SCHEDULE:-}
 init=${INIT-vseg/weights/stm.safetensors}
 call_seconds=${CALL_SECONDS:-540}
 data=${DATA:-runs/gpu-data} run=${RUN:-runs/gpu-stm} out=${OUT:-runs/gpu-out}
@@ -39,6 +40,7 @@ if [ ! -f "$run/stm.safetensors" ]; then
   from_args=()
   if [ -n "$init" ]; then from_args=(--init-weights "$init"); fi
   if compgen -G "$run/checkpoints/step_*" > /dev/null; then from_args+=(--resume "$run"); fi
+  if [ -n "$skip_schedule" ]; then from_args+=(--skip-schedule "$skip_schedule"); fi
   set +e
   timeout "$left" $py -m vseg train --model stm --data "$data/seed5" --steps "$steps" --batch-size "$batch" \
       --clip-len "$clip_len" --max-skip "$max_skip" --lr "$lr" --amp --dice-weight "$dice" --freeze-norm-at 0.8 \

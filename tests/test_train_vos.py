@@ -11,6 +11,7 @@ from torch.utils.data import default_collate
 
 from vseg.data.datasets import DavisDataset, load_sequence
 from vseg.data.synth_vos import generate_vos
+from vseg.errors import VsegError
 from vseg.metrics.davis import score_sequence, summarise_davis
 from vseg.models.registry import build_model, load_model
 from vseg.train.checkpoint import list_checkpoints, resolve_checkpoint, save_checkpoint
@@ -18,7 +19,7 @@ from vseg.train.config import TrainConfig, hard_pixel_fraction, lr_factor
 from vseg.train.losses import bootstrapped_cross_entropy, encode_clip_keys, masks_to_ids, rollout_clip
 from vseg.train.trainer import VOSTrainer
 from vseg.train.validate import segment_sequence, validate_vos
-from vseg.train.vos import train_vos
+from vseg.train.vos import max_skip_at_step, skip_schedule_samples, train_vos
 from vseg.train.vos_data import VOSClipDataset, resize_ids
 
 CROP = (48, 80)
@@ -82,6 +83,31 @@ def test_sampler_is_deterministic_by_seed(data):
     assert sorted(a[g]["sequence"] for g in range(len(a))) == sorted(a.sequences[i].name for i in range(len(a)))
     b.set_epoch(3)
     assert torch.equal(b[1]["frames"], a[3 * len(a) + 1]["frames"])
+
+
+def test_skip_schedule_switches_the_gap_at_its_sample_numbers(data):
+    """Before its first sample a scheduled dataset draws the clips of a plain one with max_skip,
+    from there on those of a plain one with the scheduled skip (same seed, same sample numbers)."""
+    short = VOSClipDataset(data, crop=CROP, max_skip=1, seed=4)
+    long = VOSClipDataset(data, crop=CROP, max_skip=2, seed=4)
+    scheduled = VOSClipDataset(data, crop=CROP, max_skip=1, seed=4, skip_schedule=((5, 2),))
+    for g in range(12):
+        expected = short[g] if g < 5 else long[g]
+        got = scheduled[g]
+        assert torch.equal(got["frame_indices"], expected["frame_indices"])
+        assert torch.equal(got["frames"], expected["frames"])
+    assert all(int(short[g]["frame_indices"].diff().max()) == 1 for g in range(12))
+    assert any(int(long[g]["frame_indices"].diff().max()) == 2 for g in range(5, 12))
+    with pytest.raises(ValueError, match="skip_schedule"):
+        VOSClipDataset(data, crop=CROP, skip_schedule=((8, 2), (4, 3)))
+
+
+def test_skip_schedule_in_steps(data, tmp_path):
+    cfg = small_config(data, tmp_path, steps=100, batch_size=4, max_skip=5, skip_schedule=((0.1, 12), (0.7, 5)))
+    assert skip_schedule_samples(cfg) == ((40, 12), (280, 5))
+    assert [max_skip_at_step(cfg, s) for s in (0, 9, 10, 69, 70, 99)] == [5, 5, 12, 12, 5, 5]
+    with pytest.raises(VsegError, match="max-skip schedule"):
+        train_vos(small_config(data, tmp_path, skip_schedule=((0.7, 5), (0.1, 12))))
 
 
 def test_sampler_masks_follow_the_dataset_ids(data):

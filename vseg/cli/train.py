@@ -23,6 +23,7 @@ def train(
     crop: Annotated[tuple[int, int] | None, typer.Option("--crop", help="Training crop H W (default: 128 224 for VOS models, at most 192 256 for arseg).")] = None,
     clip_len: Annotated[int, typer.Option("--clip-len", help="Frames per training clip (>= 3).")] = 3,
     max_skip: Annotated[int, typer.Option("--max-skip", help="VOS models: largest gap between consecutive sampled frames.")] = 5,
+    skip_schedule: Annotated[str | None, typer.Option("--skip-schedule", help="VOS models: a max-skip curriculum, FRACTION:SKIP,... (e.g. 0.1:12,0.7:5: --max-skip until 10% of the steps, 12 until 70%, then 5).")] = None,
     warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear LR warm-up before the cosine decay.")] = 50,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = 250,
     workers: Annotated[int, typer.Option("--workers", help="VOS models: data-loading processes (0: in the training process).")] = 0,
@@ -69,7 +70,7 @@ def train(
     cfg = TrainConfig(model=model, data=str(data), out=str(run_dir), weights=str(out) if out else None,
                       steps=steps, batch_size=batch_size or 1, crop=tuple(crop or (128, 224)), clip_len=clip_len,
                       lr=5e-4 if lr is None else lr, seed=seed,
-                      max_skip=max_skip, warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
+                      max_skip=max_skip, skip_schedule=parse_skip_schedule(skip_schedule), warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
                       num_workers=workers, amp=amp, dice_weight=dice_weight,
                       val_data=str(val_data) if val_data else None, val_every=val_every,
                       resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,
@@ -87,6 +88,22 @@ def train(
                           "wall_seconds": result.wall_seconds, "steps_per_second": result.steps_per_second})
 
 
+def parse_skip_schedule(text: str | None) -> tuple[tuple[float, int], ...]:
+    """'0.1:12,0.7:5' -> ((0.1, 12), (0.7, 5)); None or '' -> () (one max skip throughout)."""
+    if not text:
+        return ()
+    entries = []
+    for part in text.split(","):
+        fraction, sep, skip = part.partition(":")
+        try:
+            entries.append((float(fraction), int(skip)))
+        except ValueError:
+            raise VsegError(f"--skip-schedule takes FRACTION:SKIP,... (e.g. 0.1:12,0.7:5), not {text!r}") from None
+        if not sep:
+            raise VsegError(f"--skip-schedule takes FRACTION:SKIP,... (e.g. 0.1:12,0.7:5), not {text!r}")
+    return tuple(entries)
+
+
 def _budget_options(budget_range: tuple[float, float] | None) -> dict:
     """spvos config overrides for --budget-range (the default budget moved into the range)."""
     if budget_range is None:
@@ -101,7 +118,7 @@ def _budget_options(budget_range: tuple[float, float] | None) -> dict:
 _VOS_MODELS = ("stm", "lite", "spvos")
 _OPTION_READERS = {
     "stage_steps": ("arseg",), "lr_from_hr": ("arseg",),
-    **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "workers", "val_data", "val_every",
+    **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "skip_schedule", "workers", "val_data", "val_every",
                                       "amp", "dice_weight", "freeze_norm_at")},
     **{name: ("lite",) for name in ("teacher", "teacher_lr", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
     "budget_range": ("spvos",), "sparsity_weight": ("spvos",), "gate_lr_scale": ("spvos",),

@@ -26,6 +26,8 @@ class TrainConfig:
     # clips (see VOSClipDataset)
     clip_len: int = 3
     max_skip: int = 5
+    # max-skip curriculum: ((fraction of `steps`, max skip from there on), ...), ascending
+    skip_schedule: tuple[tuple[float, int], ...] = ()
     max_objects: int = 2
     crop: tuple[int, int] = (128, 224)
     scale_range: tuple[float, float] = (0.9, 1.1)

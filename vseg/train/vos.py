@@ -37,7 +37,7 @@ from vseg.train.checkpoint import load_checkpoint, read_checkpoint_state, save_c
 from vseg.train.config import TrainConfig, TrainResult, norm_freeze_step, pick_device
 from vseg.train.trainer import VOSTrainer, save_weights
 from vseg.train.validate import validate_vos
-from vseg.train.vos_data import ContinuingSampler, VOSClipDataset
+from vseg.train.vos_data import ContinuingSampler, VOSClipDataset, scheduled_skip
 
 __all__ = ["TrainConfig", "TrainResult", "train_vos"]
 
@@ -49,6 +49,21 @@ def _check(cfg: TrainConfig) -> None:
         raise VsegError(f"steps and batch size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
     if cfg.checkpoint_every < 1:
         raise VsegError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
+    fractions = [f for f, _ in cfg.skip_schedule]
+    if fractions != sorted(fractions) or any(not 0 <= f < 1 for f in fractions) or \
+            any(skip < 1 for _, skip in cfg.skip_schedule):
+        raise VsegError(f"the max-skip schedule needs ascending fractions in [0, 1) and skips >= 1, "
+                        f"got {list(cfg.skip_schedule)}")
+
+
+def skip_schedule_samples(cfg: TrainConfig) -> tuple[tuple[int, int], ...]:
+    """``cfg.skip_schedule`` (fractions of the steps) as VOSClipDataset's (first sample, skip)."""
+    return tuple((round(f * cfg.steps) * cfg.batch_size, skip) for f, skip in cfg.skip_schedule)
+
+
+def max_skip_at_step(cfg: TrainConfig, step: int) -> int:
+    """The max skip of the clips of training step ``step`` under ``cfg``'s schedule."""
+    return scheduled_skip(step * cfg.batch_size, cfg.max_skip, skip_schedule_samples(cfg))
 
 
 def _config_record(cfg: TrainConfig) -> dict:
@@ -77,7 +92,7 @@ def train_vos(config: TrainConfig) -> TrainResult:
         start = read_checkpoint_state(cfg.resume)["step"]
     dataset = VOSClipDataset(cfg.data, cfg.split, clip_len=cfg.clip_len, max_skip=cfg.max_skip,
                              max_objects=cfg.max_objects, crop=cfg.crop, flip=cfg.flip,
-                             scale_range=cfg.scale_range, seed=cfg.seed)
+                             scale_range=cfg.scale_range, seed=cfg.seed, skip_schedule=skip_schedule_samples(cfg))
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=ContinuingSampler(start * cfg.batch_size),
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)  # draws a seed from torch's RNG: before the checkpoint restores it
@@ -92,7 +107,7 @@ def train_vos(config: TrainConfig) -> TrainResult:
         for step in range(start, cfg.steps):
             tick = time.time()
             if freeze_at is not None and step >= freeze_at and not trainer.norm_frozen:
-                trainer.freeze_norms(_calibration_batches(cfg))
+                trainer.freeze_norms(_calibration_batches(cfg, max_skip_at_step(cfg, step)))
                 report.note(f"step {step}: BatchNorm recalibrated on {cfg.norm_calibration_batches} batches and frozen")
             stats = trainer.train_step(next(batches), step)
             train_seconds += time.time() - tick
@@ -132,10 +147,11 @@ def _validate(trainer: VOSTrainer, cfg: TrainConfig) -> dict:
     return {k: result[k] for k in ("J&F", "J", "F")}
 
 
-def _calibration_batches(cfg: TrainConfig) -> list[dict]:
-    """``norm_calibration_batches`` collated clips drawn like the training ones but from their own
-    seed, so the calibration leaves the training sequence (and a resumed run) untouched."""
-    dataset = VOSClipDataset(cfg.data, cfg.split, clip_len=cfg.clip_len, max_skip=cfg.max_skip,
+def _calibration_batches(cfg: TrainConfig, max_skip: int) -> list[dict]:
+    """``norm_calibration_batches`` collated clips drawn like the training ones of the freezing
+    step (``max_skip``) but from their own seed, so the calibration leaves the training sequence
+    (and a resumed run) untouched."""
+    dataset = VOSClipDataset(cfg.data, cfg.split, clip_len=cfg.clip_len, max_skip=max_skip,
                              max_objects=cfg.max_objects, crop=cfg.crop, flip=cfg.flip,
                              scale_range=cfg.scale_range, seed=cfg.seed + 7919)
     # its own generator: making the iterator must not draw from torch's global RNG

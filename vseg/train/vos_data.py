@@ -12,7 +12,9 @@ So a training run that asks for samples ``step * batch + i`` gets the same clips
 it was interrupted, and DataLoader workers need no shared random state.
 
 A clip is ``clip_len`` annotated frames in temporal order with gaps of 1..``max_skip`` annotated
-frames; its objects are chosen among the ids present in its first (cropped) frame, at most
+frames (``skip_schedule`` can change ``max_skip`` from given sample numbers on: a curriculum that
+depends only on the sample number, so it survives a resume too); its objects are chosen among the
+ids present in its first (cropped) frame, at most
 ``max_objects`` of them, renumbered 1..K in ascending order of their dataset ids. Frames whose
 first frame shows no object are redrawn.
 """
@@ -51,6 +53,16 @@ def resize_ids(masks: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch
     return F.interpolate(m[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(torch.uint8)
 
 
+def scheduled_skip(sample: int, max_skip: int, schedule: tuple[tuple[int, int], ...]) -> int:
+    """The skip of the last (first sample, skip) entry of ``schedule`` starting at or before
+    ``sample``, else ``max_skip``."""
+    skip = max_skip
+    for first, later in schedule:
+        if sample >= first:
+            skip = later
+    return skip
+
+
 class VOSClipDataset(Dataset):
     """Random training clips (see the module docstring).
 
@@ -69,11 +81,15 @@ class VOSClipDataset(Dataset):
     def __init__(self, root: str | Path, split: str = "train", clip_len: int = 3, max_skip: int = 5,
                  max_objects: int = 2, crop: tuple[int, int] = (128, 224), flip: bool = True,
                  scale_range: tuple[float, float] = (1.0, 1.0), seed: int = 0, cache: bool | None = None,
-                 min_object_pixels: int = 16, crop_tries: int = 10, max_redraws: int = 50) -> None:
+                 min_object_pixels: int = 16, crop_tries: int = 10, max_redraws: int = 50,
+                 skip_schedule: tuple[tuple[int, int], ...] = ()) -> None:
         if clip_len < 3:
             raise ValueError(f"clip_len must be >= 3 (one memory frame, two query frames), got {clip_len}")
         if max_skip < 1 or max_objects < 1:
             raise ValueError(f"max_skip and max_objects must be >= 1, got {max_skip}, {max_objects}")
+        starts = [int(first) for first, _ in skip_schedule]
+        if any(skip < 1 for _, skip in skip_schedule) or starts != sorted(starts) or any(v < 0 for v in starts):
+            raise ValueError(f"skip_schedule needs ascending first samples >= 0 and skips >= 1, got {skip_schedule}")
         if not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must be 0 < low <= high, got {scale_range}")
         self.root = Path(root)
@@ -89,6 +105,7 @@ class VOSClipDataset(Dataset):
         if not self.sequences:
             raise InputError(f"{self.root}: no {split!r} sequence has {clip_len} annotated frames")
         self.clip_len, self.max_skip, self.max_objects = clip_len, max_skip, max_objects
+        self.skip_schedule = tuple((int(first), int(skip)) for first, skip in skip_schedule)
         self.crop = (int(crop[0]), int(crop[1]))
         self.flip, self.scale_range, self.seed = flip, (float(scale_range[0]), float(scale_range[1])), seed
         self.min_object_pixels, self.crop_tries, self.max_redraws = min_object_pixels, crop_tries, max_redraws
@@ -136,24 +153,29 @@ class VOSClipDataset(Dataset):
         n = len(self.sequences)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, sample // n, 1 + sample % n]))
         seq_index = self.sequence_of(sample)
+        max_skip = self.max_skip_at(sample)
         for _ in range(self.max_redraws):
-            clip = self._draw(seq_index, rng)
+            clip = self._draw(seq_index, rng, max_skip)
             if clip is not None:
                 return clip
             seq_index = int(rng.integers(n))  # first frame had no object: another sequence
         raise InputError(f"{self.root}: found no clip with an object in its first frame after "
                          f"{self.max_redraws} tries (are the annotations empty?)")
 
-    def _frame_positions(self, count: int, rng: np.random.Generator) -> np.ndarray:
+    def max_skip_at(self, sample: int) -> int:
+        """The largest frame gap of sample number ``sample`` (see :func:`scheduled_skip`)."""
+        return scheduled_skip(sample, self.max_skip, self.skip_schedule)
+
+    def _frame_positions(self, count: int, rng: np.random.Generator, max_skip: int) -> np.ndarray:
         """clip_len increasing positions in 0..count-1 with gaps of 1..max_skip."""
-        skip = max(1, min(self.max_skip, (count - 1) // (self.clip_len - 1)))
+        skip = max(1, min(max_skip, (count - 1) // (self.clip_len - 1)))
         gaps = rng.integers(1, skip + 1, size=self.clip_len - 1)
         start = int(rng.integers(0, count - int(gaps.sum())))
         return start + np.concatenate([[0], np.cumsum(gaps)])
 
-    def _draw(self, seq_index: int, rng: np.random.Generator) -> dict | None:
+    def _draw(self, seq_index: int, rng: np.random.Generator, max_skip: int) -> dict | None:
         frames, masks, annotated = self._load(seq_index)
-        positions = self._frame_positions(len(annotated), rng)
+        positions = self._frame_positions(len(annotated), rng, max_skip)
         h, w = frames.shape[1:3]
         crop_h, crop_w = self.crop
         scale = max(rng.uniform(*self.scale_range), crop_h / h, crop_w / w)
