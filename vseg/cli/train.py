@@ -92,16 +92,11 @@ def parse_skip_schedule(text: str | None) -> tuple[tuple[float, int], ...]:
     """'0.1:12,0.7:5' -> ((0.1, 12), (0.7, 5)); None or '' -> () (one max skip throughout)."""
     if not text:
         return ()
-    entries = []
-    for part in text.split(","):
-        fraction, sep, skip = part.partition(":")
-        try:
-            entries.append((float(fraction), int(skip)))
-        except ValueError:
-            raise VsegError(f"--skip-schedule takes FRACTION:SKIP,... (e.g. 0.1:12,0.7:5), not {text!r}") from None
-        if not sep:
-            raise VsegError(f"--skip-schedule takes FRACTION:SKIP,... (e.g. 0.1:12,0.7:5), not {text!r}")
-    return tuple(entries)
+    try:
+        pairs = [part.split(":") for part in text.split(",")]
+        return tuple((float(fraction), int(skip)) for fraction, skip in pairs)
+    except ValueError:  # a part without exactly one ':', or a number that does not parse
+        raise VsegError(f"--skip-schedule takes FRACTION:SKIP,... (e.g. 0.1:12,0.7:5), not {text!r}") from None
 
 
 def _budget_options(budget_range: tuple[float, float] | None) -> dict:

@@ -60,4 +60,3 @@ def interpolate_weights(start: str | Path, end: str | Path, t: float):
              for name, tensor in a.state_dict().items()}
     a.float().load_state_dict(mixed)
     return a.eval()
-

@@ -147,6 +147,5 @@ class TrtBackend(OrtBackend):
                 "plugins": self.section.get("plugins")}
 
 
-
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
