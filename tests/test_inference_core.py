@@ -162,3 +162,65 @@ def test_misuse_by_the_caller_is_a_plain_error(models):
         core.step(video(1)[0], id_mask())
     with pytest.raises(ValueError, match="uint8"):
         core.step(video(1)[0].astype(np.float32))
+
+
+class VanishingDecode(TorchBackend):
+    """Hand-made decode logits: object index 0 (id 3) on the first 10 visible columns except on
+    frames 2 and 3, where it is gone; index 1 (id 7) elsewhere. Records each decode's mem_valid."""
+
+    def __init__(self, model, spec_rank=3):
+        super().__init__(model)
+        self.frame, self.fed, self.spec_rank = 0, [], spec_rank
+
+    def input_specs(self, engine):
+        specs = dict(super().input_specs(engine))
+        if engine == "decode" and self.spec_rank == 2:  # an engine folder from before per-object masks
+            spec = specs["mem_valid"]
+            specs["mem_valid"] = type(spec)((1, spec.shape[-1]), spec.dtype)
+        return specs
+
+    def _run(self, engine, feeds):
+        if engine != "decode":
+            return super()._run(engine, feeds)
+        self.frame += 1
+        self.fed.append(feeds["mem_valid"].clone())
+        logits = torch.zeros(1, 3, 64, 96)
+        logits[:, 2] = 5.0
+        if self.frame not in (2, 3):
+            logits[:, 1, :, : PAD[0] + 10] = 10.0
+        return {"logits": logits}
+
+
+def run_and_watch(core, backend, frames=6):
+    """Step through a video; per decoded frame, (the frame each slot held when it was read, the
+    mem_valid the decode engine got)."""
+    reads = []
+    for t, f in enumerate(video(frames)):
+        held = core.memory.frame_indices if t else None
+        core.step(f, id_mask((3, 7)) if t == 0 else None)
+        if t:
+            reads.append((held, backend.fed[-1]))
+    return reads
+
+
+def test_an_object_reads_only_the_frames_that_show_it(models):
+    backend = VanishingDecode(models["lite"])
+    core = InferenceCore(backend, mem_every=2, capacity=8)
+    for held, fed in run_and_watch(core, backend):
+        assert fed.shape == (1, 2, 8)
+        filled = torch.tensor(held) >= 0
+        shows_3 = filled & ~torch.isin(torch.tensor(held), torch.tensor([2, 3]))  # id 3 gone on frames 2, 3
+        assert torch.equal(fed[0, 0], shows_3) and torch.equal(fed[0, 1], filled)
+    assert held.count(2) + held.count(3) > 0  # the last read did have frames without id 3
+    assert core.summary()["skip_absent"] is True
+
+
+def test_skip_absent_off_and_old_engines_read_every_slot(models):
+    for backend, options in ((VanishingDecode(models["lite"]), {"skip_absent": False}),
+                             (VanishingDecode(models["lite"], spec_rank=2), {})):
+        core = InferenceCore(backend, mem_every=2, capacity=8, **options)
+        for held, fed in run_and_watch(core, backend):
+            filled = torch.tensor(held) >= 0
+            assert all(torch.equal(row, filled) for row in fed.reshape(-1, 8))
+        assert fed.dim() == (3 if "skip_absent" in options else 2)
+        assert core.summary()["skip_absent"] is False

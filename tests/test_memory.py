@@ -107,3 +107,53 @@ def test_misuse_is_reported():
     store.add(*frame(0))
     with pytest.raises(ValueError, match="does not fit"):
         store.add(*frame(1, objects=3))
+
+
+def random_memory(objects=2, slots=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, 8, 3, 4, generator=g), torch.randn(1, 8, slots, 3, 4, generator=g),
+            torch.randn(1, objects, 5, slots, 3, 4, generator=g))
+
+
+def test_per_object_read_of_all_slots_is_the_shared_read():
+    query, keys, values = random_memory()
+    slots = torch.tensor([[True, True, True, False]])
+    shared = read_memory(query, keys, values, slots, top_k=5)
+    per_object = read_memory(query, keys, values, slots[:, None].expand(1, 2, 4), top_k=5)
+    torch.testing.assert_close(per_object, shared, atol=1e-6, rtol=1e-6)
+
+
+def test_per_object_read_sees_only_that_objects_slots():
+    query, keys, values = random_memory()
+    valid = torch.tensor([[[True, False, True, False], [True, True, False, True]]])
+    got = read_memory(query, keys, values, valid, top_k=5)
+    for k in range(2):  # each object alone, with its own slots as the shared mask
+        alone = read_memory(query, keys, values[:, k:k + 1], valid[:, k], top_k=5)
+        torch.testing.assert_close(got[:, k], alone[:, 0], atol=0, rtol=0)
+    assert not torch.allclose(got[:, 0], read_memory(query, keys, values, valid.any(1), top_k=5)[:, 0])
+
+
+def test_an_object_with_no_slot_reads_the_shared_memory():
+    query, keys, values = random_memory()
+    valid = torch.tensor([[[True, True, False, False], [False, False, False, False]]])
+    got = read_memory(query, keys, values, valid, top_k=5)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got[:, 1], read_memory(query, keys, values, valid.any(1), top_k=5)[:, 1])
+
+
+def test_objects_read_the_frames_that_show_them_and_the_pinned_first():
+    store = MemoryStore(capacity=5, keep_previous=True)
+    shown = [[False, False], [True, False], [False, True], [True, True]]
+    for i, present in enumerate(shown):
+        store.add(*frame(i), present=torch.tensor([present]))
+    # slot 0 is the user's mask: both objects read it whatever it was told
+    assert store.valid_per_object[0].tolist() == [[True, True, False, True, False],
+                                                  [True, False, True, True, False]]
+    store.set_previous(*frame(4), frame_index=4, present=torch.tensor([[False, True]]))
+    assert store.valid_per_object[0, :, 4].tolist() == [False, True]
+    store.add(*frame(5))  # no present: every object; the previous slot is emptied
+    assert store.valid_per_object[0, :, 1].tolist() == [True, True]
+    assert store.valid_per_object[0, :, 4].tolist() == [False, False]
+    copy = MemoryStore(capacity=5, keep_previous=True)
+    copy.copy_from(store, range(5))
+    assert torch.equal(copy.valid_per_object, store.valid_per_object)

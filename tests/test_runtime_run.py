@@ -108,6 +108,18 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(clip, tmp_path):
         run_vos(video, mask, runner, tmp_path / "fresh", resume=True)
 
 
+def test_no_skip_absent_is_recorded_and_a_resume_must_match_it(clip, tmp_path):
+    video, mask, weights = clip
+    out = tmp_path / "o"
+    r = vseg("run", str(video), "--mask", str(mask), "--weights", str(weights), "--out", str(out),
+             "--no-skip-absent", "--max-frames", "3")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / RUN_RECORD).read_text())["skip_absent"] is False
+    line = one_error_line(vseg("run", str(video), "--mask", str(mask), "--weights", str(weights), "--out", str(out),
+                               "--resume"))
+    assert "skip_absent" in line
+
+
 def test_sigint_finishes_the_current_frame_and_stops(clip, tmp_path):
     video, mask, weights = clip
 

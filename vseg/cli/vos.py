@@ -17,6 +17,7 @@ BackendName = Annotated[str, typer.Option("--backend", help="torch (PyTorch), or
 Engines = Annotated[Path | None, typer.Option("--engines", help="ort and trt backends: an engine folder written by vseg export (and vseg build for trt).")]
 MemEvery = Annotated[int, typer.Option("--mem-every", help="Write memory every N frames.")]
 KeepPrevious = Annotated[bool, typer.Option("--keep-previous/--no-keep-previous", help="Keep the previous frame in a temporary memory slot between writes, as STM does (one more encode_value per frame).")]
+SkipAbsent = Annotated[bool, typer.Option("--skip-absent/--no-skip-absent", help="An object reads only the memory frames whose mask shows it, and the first: one that left the picture is looked for where it was seen.")]
 Budget = Annotated[float | None, typer.Option("--budget", help="spvos: share of dense work to spend (in the trained range).")]
 DenseEvery = Annotated[int | None, typer.Option("--dense-every", help="spvos: run all-dense at least every N frames.")]
 ClipHeight = Annotated[int, typer.Option("--height", help="Synthetic clip height (an engine folder's size wins).")]
@@ -40,6 +41,7 @@ def run(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same --out folder.")] = False,
     mem_every: MemEvery = 5,
     keep_previous: KeepPrevious = True,
+    skip_absent: SkipAbsent = True,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after N frames.")] = None,
     budget: Budget = None,
     dense_every: DenseEvery = None,
@@ -60,7 +62,7 @@ def run(
     with open_backend(backend, model, weights=weights, engines=engines) as runner, progress() as bar:
         job = bar.add_task(f"{model} on {video.name}", total=None)
         summary = run_vos(video, mask, runner, out, mem_every=mem_every, keep_previous=keep_previous, budget=budget,
-                          dense_every=dense_every, max_frames=max_frames, overlay=overlay, resume=resume,
+                          dense_every=dense_every, skip_absent=skip_absent, max_frames=max_frames, overlay=overlay, resume=resume,
                           on_frame=_frame_progress(bar, job))
     described = summary["backend"]
     console.print(f"wrote {summary['written']} masks to {summary['out']} ({len(summary['objects'])} object(s), "

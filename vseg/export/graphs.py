@@ -14,7 +14,8 @@ batch 1, H and W multiples of 16 (h = H/16, w = W/16), K objects, T memory slots
 - ``encode_value``: frame, masks [1, K, H, W] object probabilities, feat16 -> values
   [1, K, Cv, h, w].
 - ``decode``: key, feat16, skip8, skip4, mem_keys [1, Ck, T, h, w], mem_values
-  [1, K, Cv, T, h, w], mem_valid bool [1, T], object_valid bool [1, K] -> logits
+  [1, K, Cv, T, h, w], mem_valid bool [1, K, T] (the slots each object reads), object_valid
+  bool [1, K] -> logits
   [1, K+1, H, W] (background first; invalid objects get no probability).
   spvos with a gated decoder adds, as encode_key does, inputs dense, budget and
   ``state_in.decoder.*`` (per object: [K, C, h', w']), outputs ``state_out.decoder.*`` and
@@ -285,7 +286,7 @@ def example_inputs(model: MemoryNetwork, height: int, width: int, objects: int,
     decode_inputs = {**features,
                      "mem_keys": rand(1, ck, capacity, h, w),
                      "mem_values": rand(1, objects, cv, capacity, h, w),
-                     "mem_valid": torch.ones(1, capacity, dtype=torch.bool, device=device),
+                     "mem_valid": torch.ones(1, objects, capacity, dtype=torch.bool, device=device),
                      "object_valid": torch.ones(1, objects, dtype=torch.bool, device=device)}
     if _is_sparse(model) and model.decoder_gated_blocks():
         decode_inputs.update(dense=torch.ones(1, dtype=torch.bool, device=device),

@@ -115,7 +115,9 @@ def record_vos_cases(graphs: dict[str, torch.nn.Module], model: MemoryNetwork, f
                       "mem_valid": memory["mem_valid"].clone()}
             memory["mem_keys"][:, :, t] = feats["key"]
             memory["mem_values"][:, :, :, t] = values
-            memory["mem_valid"][:, t] = True
+            memory["mem_valid"][:, :, t] = True
+            if t > 0:  # an object missing from some frames, so the per-object read is exercised
+                memory["mem_valid"][:, t % masks.shape[1], t] = t % 3 != 0
         # the next frame's key-encoder inputs: the state this frame leaves behind
         if "prev_feat16" in key_inputs:
             key_inputs.update(prev_feat16=feats["next_feat16"], prev_fg=probs[:, :1].neg().add(1))

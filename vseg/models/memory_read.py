@@ -4,7 +4,8 @@ Shapes: B frames in the batch, Ck key channels, T memory frames (the fixed capac
 stride-16 grid, N = T*h*w memory pixels, Q = h*w query pixels, K objects, Cv value channels.
 
 Everything here is traceable with static shapes: the memory always has T slots and a validity
-mask ``mem_valid [B, T]`` says which hold a frame; ``k`` is a Python int fixed by the shapes.
+mask ``mem_valid`` ([B, T], or [B, K, T] per object) says which hold a frame; ``k`` is a Python
+int fixed by the shapes.
 
 Affinity (STCN): the negative squared L2 distance -||q - m||^2 = 2 q.m - ||m||^2 - ||q||^2; the
 last term is the same for every memory pixel of a query, so softmax over memory ignores it and
@@ -69,17 +70,33 @@ def read_memory(query_key: torch.Tensor, mem_keys: torch.Tensor, mem_values: tor
     """Read per-object values from a fixed-capacity memory.
 
     query_key [B, Ck, h, w]; mem_keys [B, Ck, T, h', w']; mem_values [B, K, Cv, T, h', w'];
-    mem_valid [B, T] bool. Returns readout [B, K, Cv, h, w]. One top-k per query pixel is
-    shared by all objects (the affinity depends on keys only), so objects cost one gather.
+    mem_valid bool, [B, T] (which slots hold a frame, the same for every object) or [B, K, T]
+    (per object: the runtime leaves out the frames where an object was not visible). Returns
+    readout [B, K, Cv, h, w]. The affinity depends on keys only, so it is computed once; a
+    shared mask also shares one top-k and one gather, a per-object mask takes one of each per
+    object (K is static, so the loop unrolls in an exported graph).
     """
     b, ck, h, w = query_key.shape
     _, num_objects, cv, t, hm, wm = mem_values.shape
     n = t * hm * wm
-    valid = mem_valid.to(torch.bool).view(b, t, 1).expand(b, t, hm * wm).reshape(b, n)
+    mem_valid = mem_valid.to(torch.bool)
+    per_object = mem_valid.dim() == 3
+    slot_valid = mem_valid.any(1) if per_object else mem_valid  # [B, T]
+    valid = slot_valid.view(b, t, 1).expand(b, t, hm * wm).reshape(b, n)
     affinity = l2_affinity(query_key.reshape(b, ck, h * w), mem_keys.reshape(b, ck, n), valid)
-    weights, indices = topk_softmax(affinity, top_k)
-    values = mem_values.reshape(b, num_objects * cv, n)
     # Zero invalid slots so that 0-weight picks of uninitialised (even NaN) memory add nothing.
-    values = torch.where(valid.unsqueeze(1), values, torch.zeros_like(values))
-    readout = gather_readout(values, weights, indices)
-    return readout.view(b, num_objects, cv, h, w)
+    values = torch.where(valid.view(b, 1, 1, n), mem_values.reshape(b, num_objects, cv, n),
+                         torch.zeros((), dtype=mem_values.dtype, device=mem_values.device))
+    if not per_object:
+        weights, indices = topk_softmax(affinity, top_k)
+        readout = gather_readout(values.reshape(b, num_objects * cv, n), weights, indices)
+        return readout.view(b, num_objects, cv, h, w)
+    reads = []
+    for k in range(num_objects):
+        # An object with no slot of its own (never the runtime's case: the pinned first frame
+        # counts for all) falls back to the shared mask rather than to a softmax over nothing.
+        own = mem_valid[:, k] | ~mem_valid[:, k].any(1, keepdim=True)  # [B, T]
+        hidden = ~own.view(b, t, 1).expand(b, t, hm * wm).reshape(b, 1, n)
+        weights, indices = topk_softmax(affinity.masked_fill(hidden, float("-inf")), top_k)
+        reads.append(gather_readout(values[:, k], weights, indices))
+    return torch.stack(reads, 1).view(b, num_objects, cv, h, w)

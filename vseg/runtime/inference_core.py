@@ -6,7 +6,9 @@ the first frame, whose mask is given), then ``encode_value`` when the frame writ
 goes into the memory's previous-frame slot (by default, every other frame). The
 model family's scheduler policy (:mod:`vseg.runtime.policies`) decides what each frame runs
 and which extra inputs and state the key encoder has; the loop itself has no model- or
-backend-specific branch. Per-video state is double-buffered (:mod:`vseg.runtime.state`): a
+backend-specific branch. Each memory frame records which objects its mask shows, and an
+object reads only those frames (and the pinned first one; ``skip_absent=False`` reads all): a
+target that has left the picture is looked for where it was seen. Per-video state is double-buffered (:mod:`vseg.runtime.state`): a
 frame that fails half way leaves the state of the last finished frame.
 
 The first frame comes with the user's id mask; ids can be any of 1..255 (e.g. 3 and 7) and
@@ -65,17 +67,21 @@ class InferenceCore:
     engine: a :class:`Backend` (activated here if it is not), or a model, which is run by a
     :class:`TorchBackend` on its device. capacity: memory slots (an engine folder's own count
     wins). mem_every / budget / dense_every / keep_previous: the scheduler policy's options
-    (budget and dense_every for spvos only), or pass a ready ``policy``.
+    (budget and dense_every for spvos only), or pass a ready ``policy``. skip_absent: each
+    object reads only the memory frames whose mask shows it, and the first (needs a decode
+    engine with a per-object ``mem_valid`` [1, K, T]; an older engine folder reads them all).
     """
 
     def __init__(self, engine, mem_every: int = 5, capacity: int = 8, budget: float | None = None,
                  dense_every: int | None = None, policy: MemoryPolicy | None = None,
-                 keep_previous: bool = True) -> None:
+                 keep_previous: bool = True, skip_absent: bool = True) -> None:
         self.backend: Backend = engine if isinstance(engine, Backend) else TorchBackend(engine)
         self.backend.activate()
         self.policy = policy or make_policy(self.backend.model_name, self.backend.model_config, mem_every,
                                             budget, dense_every, keep_previous)
         self.capacity = capacity
+        self.skip_absent = skip_absent
+        self._per_object_valid = True  # the decode engine takes mem_valid [1, K, T] (set on bind)
         self.object_ids: tuple[int, ...] = ()
         self.geometry: Geometry | None = None
         self.state: VideoState | None = None
@@ -124,7 +130,8 @@ class InferenceCore:
             if plan.encodes_value:
                 values = self.backend.infer("encode_value", {"frame": image, "masks": probs[:, 1:],
                                                              "feat16": key_out["feat16"]})["values"]
-                state.memory.write(key_out["key"], values, frame_index=index, previous=not plan.writes_memory)
+                state.memory.write(key_out["key"], values, frame_index=index, previous=not plan.writes_memory,
+                                   present=self._present(probs) if self.skip_absent else None)
             self.policy.after_frame(plan, outputs, probs, state)
             state.set("frame_index", index + 1)
             gflops = self.policy.frame_gflops(plan, outputs)
@@ -180,7 +187,9 @@ class InferenceCore:
         wp = self._size[1] + self._pad[0] + self._pad[1]
         self.geometry = self.backend.bind(Geometry(hp, wp, len(chosen), self.capacity))
         device = self.backend.device
-        initial = self.policy.bind(self.geometry, {e: self.backend.input_specs(e) for e in ENGINES}, device)
+        specs = {e: self.backend.input_specs(e) for e in ENGINES}
+        self._per_object_valid = len(specs["decode"]["mem_valid"].shape) == 3
+        initial = self.policy.bind(self.geometry, specs, device)
         try:
             self.state = VideoState(self.geometry.capacity, self.policy.keep_previous, frame_index=0, **initial)
         except ValueError as e:  # a memory too small for the schedule
@@ -205,9 +214,18 @@ class InferenceCore:
         (logits [1, K+1, Hp, Wp], and what the policy's decode_feeds ask for back)."""
         mem = state.memory.front
         feeds = {name: key_out[name] for name in ("key", "feat16", "skip8", "skip4")}
-        feeds.update(mem_keys=mem.keys, mem_values=mem.values, mem_valid=mem.valid, object_valid=self._object_valid)
+        valid = mem.valid_per_object if self._per_object_valid else mem.valid
+        feeds.update(mem_keys=mem.keys, mem_values=mem.values, mem_valid=valid, object_valid=self._object_valid)
         feeds.update(self.policy.decode_feeds(plan, state))
         return self.backend.infer("decode", feeds)
+
+    @staticmethod
+    def _present(probs: torch.Tensor) -> torch.Tensor:
+        """probs [1, K+1, H, W] -> [1, K] bool: which objects win at least one pixel (on the
+        device, so no sync)."""
+        winner = probs.argmax(1, keepdim=True)  # [1, 1, H, W]
+        labels = torch.arange(1, probs.shape[1], device=probs.device).view(1, -1, 1, 1)
+        return (winner == labels).flatten(2).any(2)
 
     # -- output ------------------------------------------------------------------------------
 
@@ -240,5 +258,6 @@ class InferenceCore:
                        "per_frame": [[round(c.dense, 4), round(c.realized, 4)] for c in self.costs]},
             "engine_ms": self.backend.timing_summary(),
             "policy": self.policy.options(),
+            "skip_absent": self.skip_absent and self._per_object_valid,
             **self.policy.summary(self.costs),
         }

@@ -10,9 +10,15 @@ With ``keep_previous`` the last slot is instead a temporary one, as in STM (Oh e
 every frame) so the newest appearance is always in memory; a memory write, which puts that
 same newest frame into the ring, empties it. The ring is then slots 1..capacity-2.
 
+Each write also says which objects its mask shows (``present``); :attr:`valid_per_object` is
+then the memory each object reads: the frames where it was visible, and always the pinned
+first frame. An object that has left the picture thus looks for itself in the frames that
+show it, instead of in frames that label every pixel, look-alikes included, as not it.
+
 Layout, for B frames per batch, Ck key and Cv value channels, K objects, T = capacity and an
 h x w stride-16 grid: keys [B, Ck, T, h, w], values [B, K, Cv, T, h, w], valid [B, T] bool,
-exactly what :meth:`vseg.models.stm.MemoryNetwork.read_memory` takes.
+valid_per_object [B, K, T] bool: exactly what :meth:`vseg.models.stm.MemoryNetwork.read_memory`
+takes.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class MemoryStore:
         self._values: torch.Tensor | None = None
         self._valid = [False] * capacity  # host copy of the mask: counting needs no device sync
         self._valid_mask: torch.Tensor | None = None  # [B, T] bool, on the buffers' device
+        self._present: torch.Tensor | None = None  # [B, K, T] bool: the slot's mask shows the object
         self._frame_index = [-1] * capacity  # which frame each slot holds, -1 = empty
         self._write_number = [-1] * capacity  # which write filled each slot
 
@@ -55,14 +62,16 @@ class MemoryStore:
             return 0
         return 1 + (self.num_writes - 1) % (ring - 1)
 
-    def add(self, key: torch.Tensor, values: torch.Tensor, frame_index: int | None = None) -> int:
-        """Write one memory frame: key [B, Ck, h, w], values [B, K, Cv, h, w]. Returns the slot.
+    def add(self, key: torch.Tensor, values: torch.Tensor, frame_index: int | None = None,
+            present: torch.Tensor | None = None) -> int:
+        """Write one memory frame: key [B, Ck, h, w], values [B, K, Cv, h, w], present [B, K]
+        bool (which objects the frame's mask shows; None: all). Returns the slot.
 
         The tensors are copied into the buffers (no reference to them is kept). Empties the
         temporary slot, if any: the frame it would hold is now in the ring.
         """
         slot = self.next_slot()
-        self._put(slot, key, values, self.num_writes if frame_index is None else frame_index)
+        self._put(slot, key, values, self.num_writes if frame_index is None else frame_index, present)
         self.num_writes += 1
         if self.keep_previous:
             self._valid[self.previous_slot] = False
@@ -70,17 +79,19 @@ class MemoryStore:
             self._frame_index[self.previous_slot] = -1
         return slot
 
-    def set_previous(self, key: torch.Tensor, values: torch.Tensor, frame_index: int) -> int:
+    def set_previous(self, key: torch.Tensor, values: torch.Tensor, frame_index: int,
+                     present: torch.Tensor | None = None) -> int:
         """Put the previous frame (shapes as in :meth:`add`) in the temporary slot; returns it.
         Needs ``keep_previous`` and a first :meth:`add` (the pinned frame comes first)."""
         if not self.keep_previous:
             raise RuntimeError("this memory keeps no previous frame (keep_previous=False)")
         if self.num_writes == 0:
             raise RuntimeError("the first frame must be added before a previous frame")
-        self._put(self.previous_slot, key, values, frame_index)
+        self._put(self.previous_slot, key, values, frame_index, present)
         return self.previous_slot
 
-    def _put(self, slot: int, key: torch.Tensor, values: torch.Tensor, frame_index: int) -> None:
+    def _put(self, slot: int, key: torch.Tensor, values: torch.Tensor, frame_index: int,
+             present: torch.Tensor | None) -> None:
         if self._keys is None:
             self._allocate(key, values)
         assert self._keys is not None and self._values is not None and self._valid_mask is not None
@@ -91,6 +102,11 @@ class MemoryStore:
         self._values[:, :, :, slot] = values
         self._valid[slot] = True
         self._valid_mask[:, slot] = True
+        pinned = self.pin_first and slot == 0  # the user's mask: every object reads it
+        if present is None or pinned:
+            self._present[:, :, slot] = True
+        else:
+            self._present[:, :, slot] = present.to(self._present.device, torch.bool).expand_as(self._present[:, :, slot])
         self._frame_index[slot] = frame_index
         self._write_number[slot] = self._clock
         self._clock += 1
@@ -105,7 +121,7 @@ class MemoryStore:
                                                                       self.keep_previous):
             raise ValueError("copy_from needs a store of the same capacity, pinning and previous slot")
         if other._keys is None:  # other is empty: so becomes this one
-            self._keys = self._values = self._valid_mask = None
+            self._keys = self._values = self._valid_mask = self._present = None
             slots = ()
         elif self._keys is None:
             self._allocate(other._keys[:, :, 0], other._values[:, :, :, 0])
@@ -114,6 +130,7 @@ class MemoryStore:
             self._values[:, :, :, slot] = other._values[:, :, :, slot]
         if other._valid_mask is not None:
             self._valid_mask.copy_(other._valid_mask)
+            self._present.copy_(other._present)
         self.num_writes, self._clock = other.num_writes, other._clock
         self._valid = list(other._valid)
         self._frame_index = list(other._frame_index)
@@ -126,6 +143,7 @@ class MemoryStore:
         self._keys = key.new_zeros(b, ck, self.capacity, h, w)
         self._values = values.new_zeros(b, k, cv, self.capacity, h, w)
         self._valid_mask = torch.zeros(b, self.capacity, dtype=torch.bool, device=key.device)
+        self._present = torch.zeros(b, k, self.capacity, dtype=torch.bool, device=key.device)
 
     @property
     def keys(self) -> torch.Tensor:
@@ -144,6 +162,13 @@ class MemoryStore:
         """[B, T] bool: True for slots holding a frame."""
         self._require_data()
         return self._valid_mask.clone()  # a copy: callers cannot corrupt the store
+
+    @property
+    def valid_per_object(self) -> torch.Tensor:
+        """[B, K, T] bool: the slots each object reads (holding a frame whose mask shows it, or
+        the pinned first frame)."""
+        self._require_data()
+        return self._present & self._valid_mask.unsqueeze(1)
 
     @property
     def frame_indices(self) -> list[int]:

@@ -91,7 +91,7 @@ def run_record(video: Path, mask: Path, backend: Backend, core: InferenceCore) -
         "mask_sha256": hashlib.sha256(mask.read_bytes()).hexdigest(),
         "model": backend.model_name, "config": backend.model_config, "weights": backend.weights_id(),
         "backend": backend.name, "engines": description.get("engines"),
-        "policy": core.policy.options(), "capacity": core.capacity,
+        "policy": core.policy.options(), "capacity": core.capacity, "skip_absent": core.skip_absent,
     }
 
 
@@ -122,12 +122,13 @@ def _clear_earlier_run(out_dir: Path) -> int:
 
 def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str | Path, *, mem_every: int = 5,
             keep_previous: bool = True, capacity: int = 8, budget: float | None = None, dense_every: int | None = None,
-            max_frames: int | None = None, overlay: str | Path | None = None, resume: bool = False,
+            skip_absent: bool = True, max_frames: int | None = None, overlay: str | Path | None = None, resume: bool = False,
             on_frame: Callable[[int, int | None], None] | None = None) -> dict:
     """Segment ``video`` from the first-frame ``mask`` through ``backend``; returns a summary dict.
 
     mem_every / keep_previous / budget / dense_every: the scheduler policy's options (budget
-    and dense_every for spvos); capacity: memory slots (an engine folder's own count wins). overlay: also write
+    and dense_every for spvos); capacity: memory slots (an engine folder's own count wins);
+    skip_absent: objects read only the memory frames that show them. overlay: also write
     the masks blended on the video to this mp4. resume: continue an interrupted run (see the
     module docstring). on_frame(index, total) is called after each frame is written (total may
     be None). A mask whose size differs from the video, an empty mask, a mask with colours
@@ -138,7 +139,7 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
     if not ids.any():
         raise InputError(f"{mask}: the mask has no objects (all background)")
     core = InferenceCore(backend, mem_every=mem_every, capacity=capacity, budget=budget, dense_every=dense_every,
-                         keep_previous=keep_previous)
+                         keep_previous=keep_previous, skip_absent=skip_absent)
     with VideoSource(video, motion_vectors=False) as source:
         if (source.height, source.width) != ids.shape:
             raise InputError(f"{mask}: mask is {ids.shape[0]}x{ids.shape[1]} but {video} is "
