@@ -23,14 +23,18 @@ from vseg.runtime.policies import value_encode_share
 from vseg.train import validate_vos
 
 # (mem_every, capacity, keep_previous): the old default, denser writes, the default and its neighbours
-SCHEDULES = [(5, 8, False), (3, 8, False), (2, 8, False), (1, 8, False), (1, 4, False),
-             (5, 8, True), (3, 8, True), (10, 8, True)]
+SCHEDULES = [(5, 8, False, True), (3, 8, False, True), (2, 8, False, True), (1, 8, False, True),
+             (1, 4, False, True), (5, 8, True, True), (3, 8, True, True), (10, 8, True, True)]
 
 
-def parse_schedule(text: str) -> tuple[int, int, bool]:
-    """'5,8,1' -> (mem_every 5, capacity 8, keep_previous True)."""
-    every, capacity, keep = (int(v) for v in text.split(","))
-    return every, capacity, bool(keep)
+def parse_schedule(text: str) -> tuple[int, int, bool, bool]:
+    """'5,8,1' -> (mem_every 5, capacity 8, keep_previous True, skip_absent True); an optional
+    fourth field 0 makes every object read every memory frame ('5,8,1,0')."""
+    fields = [int(v) for v in text.split(",")]
+    if len(fields) not in (3, 4):
+        raise argparse.ArgumentTypeError(f"{text!r}: want MEM_EVERY,CAPACITY,KEEP_PREVIOUS[,SKIP_ABSENT]")
+    every, capacity, keep, skip = (fields + [1])[:4]
+    return every, capacity, bool(keep), bool(skip)
 
 
 def gflops_per_frame(model, mem_every: int, capacity: int, keep_previous: bool, height=480, width=854,
@@ -49,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="val")
     parser.add_argument("--max-sequences", type=int, default=None)
     parser.add_argument("--schedule", type=parse_schedule, action="append", default=None,
-                        help="MEM_EVERY,CAPACITY,KEEP_PREVIOUS (0/1); repeat for several (default: a sweep of 8)")
+                        help="MEM_EVERY,CAPACITY,KEEP_PREVIOUS (0/1)[,SKIP_ABSENT (0/1, default 1)]; repeat for "
+                             "several (default: a sweep of 8)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -57,16 +62,18 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     model = load_named_model(args.model, args.weights)
     rows = []
-    for mem_every, capacity, keep_previous in args.schedule or SCHEDULES:
+    for mem_every, capacity, keep_previous, skip_absent in args.schedule or SCHEDULES:
         start = time.perf_counter()
         scores = validate_vos(model, args.data, split=args.split, max_sequences=args.max_sequences,
-                              mem_every=mem_every, capacity=capacity, keep_previous=keep_previous)
-        row = {"mem_every": mem_every, "capacity": capacity, "keep_previous": keep_previous,
+                              mem_every=mem_every, capacity=capacity, keep_previous=keep_previous,
+                              skip_absent=skip_absent)
+        row = {"mem_every": mem_every, "capacity": capacity, "keep_previous": keep_previous, "skip_absent": skip_absent,
                "J&F": scores["J&F"], "J": scores["J"], "F": scores["F"],
                "gflops_per_frame_480p": round(gflops_per_frame(model, mem_every, capacity, keep_previous), 2),
                "seconds": round(time.perf_counter() - start, 1)}
         rows.append(row)
         print(f"mem_every {mem_every:>2}  capacity {capacity}  previous {'yes' if keep_previous else 'no ':<3}  "
+              f"skip absent {'yes' if skip_absent else 'no ':<3}  "
               f"J&F {row['J&F']:6.2f}  J {row['J']:6.2f}  F {row['F']:6.2f}  "
               f"{row['gflops_per_frame_480p']:8.2f} GFLOPs/frame", flush=True)
     result = {"model": args.model, "weights": str(args.weights or "shipped"), "data": str(args.data),

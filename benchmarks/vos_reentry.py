@@ -9,6 +9,10 @@ the runtime's memory schedule (``validate_vos``) and splits its scores:
   (frames gone_until + 1 .. the last scored), the DAVIS per-frame J in percent.
 
 A tracker that only follows the previous frame keeps the first number and loses the second.
+J while gone (frames gone_from .. gone_until, where the right answer is an empty mask) is 100
+for a model that predicts nothing there and drops for every frame it marks something else.
+``--skip-absent both`` runs every model twice: objects reading only the memory frames that show
+them (the runtime's default) and reading every frame.
 
     python benchmarks/vos_reentry.py --data data/seed3 --models stm,lite --threads 2 --json vos_reentry.json
 
@@ -54,7 +58,7 @@ def reentry_scores(result: dict, exits: dict[str, list[dict]]) -> dict:
     per_frame = result["summary"]["per_frame"]
     with_exit = [n for n in result["sequences"] if exits.get(n)]
     without = [n for n in result["sequences"] if not exits.get(n)]
-    before, after = [], []
+    before, after, gone = [], [], []
     for name in with_exit:
         last = int(per_frame[name]["frames"][-1])
         for e in exits[name]:
@@ -63,11 +67,15 @@ def reentry_scores(result: dict, exits: dict[str, list[dict]]) -> dict:
             if b is not None and a is not None:
                 before.append(b)
                 after.append(a)
+            g = mean_j(per_frame[name], e["label"], e["gone_from"], e["gone_until"])
+            if g is not None:
+                gone.append(g)
 
     def mean(values: list[float]) -> float | None:
         return float(np.mean(values)) if values else None
 
     return {
+        "J_while_gone": mean(gone),
         "J&F": result["J&F"], "J": result["J"], "F": result["F"],
         "clips_with_exit": len(with_exit), "J&F_with_exit": mean([result["sequences"][n] for n in with_exit]),
         "clips_without_exit": len(without), "J&F_without_exit": mean([result["sequences"][n] for n in without]),
@@ -94,23 +102,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="val")
     parser.add_argument("--models", default="stm,lite")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-absent", choices=("on", "off", "both"), default="on",
+                        help="objects read only the memory frames that show them (on, the default), every frame "
+                             "(off), or one row of each per model (both)")
     parser.add_argument("--max-sequences", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     exits = target_exits(args.data)
     rows = {}
-    print("| model | J&F | clips with an exit: J&F | others: J&F | exiting targets: J before | J after return |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for label, name, weights in parse_models(args.models):
-        start = time.perf_counter()
-        result = validate_vos(load_named_model(name, weights), args.data, split=args.split,
-                              max_sequences=args.max_sequences)
-        row = reentry_scores(result, exits) | {"weights": weights, "seconds": time.perf_counter() - start}
-        rows[label] = row
-        print(f"| {label} | {fmt(row['J&F'])} | {fmt(row['J&F_with_exit'])} ({row['clips_with_exit']}) | "
-              f"{fmt(row['J&F_without_exit'])} ({row['clips_without_exit']}) | {fmt(row['J_before_exit'])} | "
-              f"{fmt(row['J_after_return'])} |", flush=True)
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.skip_absent]
+    print("| model | J&F | clips with an exit: J&F | others: J&F | exiting targets: J before | J while gone | "
+          "J after return |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for base_label, name, weights in parse_models(args.models):
+        model = load_named_model(name, weights)
+        for skip_absent in modes:
+            label = base_label if len(modes) == 1 else f"{base_label} ({'skips absent' if skip_absent else 'reads all'})"
+            start = time.perf_counter()
+            result = validate_vos(model, args.data, split=args.split, max_sequences=args.max_sequences,
+                                  skip_absent=skip_absent)
+            row = reentry_scores(result, exits) | {"weights": weights, "skip_absent": skip_absent,
+                                                   "seconds": time.perf_counter() - start}
+            rows[label] = row
+            print(f"| {label} | {fmt(row['J&F'])} | {fmt(row['J&F_with_exit'])} ({row['clips_with_exit']}) | "
+                  f"{fmt(row['J&F_without_exit'])} ({row['clips_without_exit']}) | {fmt(row['J_before_exit'])} | "
+                  f"{fmt(row['J_while_gone'])} | {fmt(row['J_after_return'])} |", flush=True)
     result = {"data": str(args.data), "split": args.split, "threads": args.threads, "models": rows}
     if args.json:
         write_json(args.json, result)
