@@ -160,10 +160,11 @@ def test_demo_and_profile_commands(clip, tmp_path):
     assert (tmp_path / "demo" / f"{demo['clip']}_overlay.mp4").is_file()
 
     r = vseg("profile", "--model", "lite", "--weights", str(weights), "--video", str(video), "--mask", str(mask),
-             "--frames", "6", "--warmup", "2", "--json", str(tmp_path / "p.json"), "--plot", str(tmp_path / "p.png"))
+             "--frames", "6", "--warmup", "2", "--json", str(tmp_path / "p.json"), "--plot", str(tmp_path / "p.png"),
+             "--no-skip-absent")
     assert r.returncode == 0, r.stderr
     p = json.loads((tmp_path / "p.json").read_text())
-    assert p["frames"] == 6 and len(p["per_frame"]) == 6 and p["fps_end_to_end"] > 0
+    assert p["frames"] == 6 and len(p["per_frame"]) == 6 and p["fps_end_to_end"] > 0 and p["skip_absent"] is False
     assert [f["kind"] for f in p["per_frame"]] == ["first", "plain", "plain", "plain", "plain", "memory"]
     assert p["latency_ms"]["p50"] <= p["latency_ms"]["p90"] <= p["latency_ms"]["p99"]
     assert p["engine_ms"]["encode_key"]["calls"] == 6 and p["memory"]["peak_rss_mib"] > 0

@@ -135,6 +135,7 @@ def profile(
     width: ClipWidth = 432,
     mem_every: MemEvery = 5,
     keep_previous: KeepPrevious = True,
+    skip_absent: SkipAbsent = True,
     budget: Budget = None,
     dense_every: DenseEvery = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Per-frame latency plot (PNG).")] = None,
@@ -147,7 +148,7 @@ def profile(
     with open_backend(backend, model, weights=weights, engines=engines) as runner:
         result = profile_vos(runner, video=video, mask=mask, frames=frames, warmup=warmup, height=height,
                              width=width, mem_every=mem_every, keep_previous=keep_previous, budget=budget,
-                             dense_every=dense_every)
+                             dense_every=dense_every, skip_absent=skip_absent)
     described, lat, g = result["backend"], result["latency_ms"], result["gflops"]
     console.print(f"{model} on {backend} ({', '.join(described['providers'])}; {described['device']}), "
                   f"{result['engine_size'][0]}x{result['engine_size'][1]}, {result['objects']} object(s), "

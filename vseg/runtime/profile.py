@@ -90,8 +90,8 @@ class _Clip:
 
 def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str | Path | None = None,
                 frames: int = 60, warmup: int = 5, height: int = 240, width: int = 432, mem_every: int = 5,
-                keep_previous: bool = True, budget: float | None = None, dense_every: int | None = None, max_objects: int | None = None,
-                seed: int = 0) -> dict:
+                keep_previous: bool = True, budget: float | None = None, dense_every: int | None = None,
+                max_objects: int | None = None, seed: int = 0, skip_absent: bool = True) -> dict:
     """Profile ``backend`` (active) on ``video`` or a synthetic clip; returns a JSON-ready dict.
 
     frames: frames measured per pass (at most the video's length); warmup: frames run first and
@@ -106,7 +106,7 @@ def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str 
         if not present:
             raise InputError(f"{mask}: the mask has no objects (all background)")
         options = {"mem_every": mem_every, "keep_previous": keep_previous, "budget": budget,
-                   "dense_every": dense_every}
+                   "dense_every": dense_every, "skip_absent": skip_absent}
         limits = [n for n in (max_objects, backend.static_objects) if n is not None]
         tracked = present[:min(limits, default=len(present))]
 
@@ -152,7 +152,7 @@ def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str 
         "backend": backend.describe(),
         "video": None if clip.synthetic else str(clip.video), "synthetic_clip": clip.synthetic,
         "size": [clip.height, clip.width], "engine_size": summary["engine_size"], "objects": len(tracked),
-        "frames": frames, "warmup": warmup, "policy": summary["policy"],
+        "frames": frames, "warmup": warmup, "policy": summary["policy"], "skip_absent": summary["skip_absent"],
         "fps_end_to_end": round(frames / end_to_end, 3), "fps_without_decoding": round(frames / runtime_only, 3),
         "latency_ms": _percentiles(latencies),
         "keyframe_latency_ms": _percentiles([x for x, r in zip(latencies, results) if r.kind in KEYFRAME_KINDS]),
