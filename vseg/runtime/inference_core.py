@@ -8,8 +8,9 @@ model family's scheduler policy (:mod:`vseg.runtime.policies`) decides what each
 and which extra inputs and state the key encoder has; the loop itself has no model- or
 backend-specific branch. Each memory frame records which objects its mask shows, and an
 object reads only those frames (and the pinned first one; ``skip_absent=False`` reads all): a
-target that has left the picture is looked for where it was seen. Per-video state is double-buffered (:mod:`vseg.runtime.state`): a
-frame that fails half way leaves the state of the last finished frame.
+target that has left the picture is looked for where it was seen. Per-video state is
+double-buffered (:mod:`vseg.runtime.state`): a frame that fails half way leaves the state of
+the last finished frame.
 
 The first frame comes with the user's id mask; ids can be any of 1..255 (e.g. 3 and 7) and
 the core maps the model's object index (0..K-1) back to them. Frames are padded to a multiple
