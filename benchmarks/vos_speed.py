@@ -56,8 +56,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mem-every", type=int, default=5)
     ap.add_argument("--no-keep-previous", dest="keep_previous", action="store_false",
                     help="the old schedule: no previous frame in memory, encode_value on memory writes only")
-    ap.add_argument("--compare-skip-absent", action="store_true",
-                    help="also run each model with every object reading every memory frame (row 'NAME reads all')")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -71,17 +69,14 @@ def main(argv: list[str] | None = None) -> dict:
     cores = {}
     for name in names:
         model, source = load_or_build(name)
-        variants = [(name, True)] + ([(f"{name} reads all", False)] if args.compare_skip_absent else [])
         flops = step_gflops(model, args.height, args.width, num_objects=objects)
         value_share = value_encode_share(args.mem_every, args.keep_previous)
-        for label, skip_absent in variants:
-            rows[label] = {"weights": source, "parameters": count_parameters(model), "skip_absent": skip_absent,
-                           "gflops_step": flops["step"], "gflops_memory_write": flops["encode_value"],
-                           "gflops_per_frame": flops["step"] + flops["encode_value"] * value_share, "times": []}
-            cores[label] = InferenceCore(model, mem_every=args.mem_every, keep_previous=args.keep_previous,
-                                         skip_absent=skip_absent)
+        rows[name] = {"weights": source, "parameters": count_parameters(model),
+                      "gflops_step": flops["step"], "gflops_memory_write": flops["encode_value"],
+                      "gflops_per_frame": flops["step"] + flops["encode_value"] * value_share, "times": []}
+        cores[name] = InferenceCore(model, mem_every=args.mem_every, keep_previous=args.keep_previous)
     for t, frame in enumerate(frames):
-        for name in cores:  # interleaved: each frame runs on every model before the next
+        for name in names:  # interleaved: each frame runs on every model before the next
             start = time.perf_counter()
             cores[name].step(frame, masks[0] if t == 0 else None)
             if t > args.warmup:
@@ -94,12 +89,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.height}x{args.width}, {objects} object(s), {len(frames)} frames, mem_every {args.mem_every}, "
           f"previous frame {'kept' if args.keep_previous else 'not kept'}, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'model':16} {'params':>12} {'GFLOPs/frame':>13} {'ms/frame':>9} {'fps':>6}  vs {base}")
+    print(f"{'model':8} {'params':>12} {'GFLOPs/frame':>13} {'ms/frame':>9} {'fps':>6}  vs {base}")
     for name, r in rows.items():
         ratio = (f"x{rows[base]['parameters'] / r['parameters']:.1f} params, "
                  f"x{rows[base]['gflops_per_frame'] / r['gflops_per_frame']:.1f} GFLOPs, "
                  f"x{rows[base]['ms_per_frame'] / r['ms_per_frame']:.1f} speed")
-        print(f"{name:16} {r['parameters']:>12,} {r['gflops_per_frame']:>13.2f} {r['ms_per_frame']:>9.1f} "
+        print(f"{name:8} {r['parameters']:>12,} {r['gflops_per_frame']:>13.2f} {r['ms_per_frame']:>9.1f} "
               f"{r['fps']:>6.2f}  {ratio}")
     result = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
               "height": args.height, "width": args.width, "objects": objects, "frames": len(frames),

@@ -123,14 +123,16 @@ def test_per_object_read_of_all_slots_is_the_shared_read():
     torch.testing.assert_close(per_object, shared, atol=1e-6, rtol=1e-6)
 
 
-def test_per_object_read_sees_only_that_objects_slots():
-    query, keys, values = random_memory()
+@pytest.mark.parametrize("top_k", [3, 5, 12, 40])  # fewer than, as many as and more than a slot's 12 pixels
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_object_read_sees_only_that_objects_slots(top_k, seed):
+    query, keys, values = random_memory(seed=seed)
     valid = torch.tensor([[[True, False, True, False], [True, True, False, True]]])
-    got = read_memory(query, keys, values, valid, top_k=5)
-    for k in range(2):  # each object alone, with its own slots as the shared mask
-        alone = read_memory(query, keys, values[:, k:k + 1], valid[:, k], top_k=5)
-        torch.testing.assert_close(got[:, k], alone[:, 0], atol=0, rtol=0)
-    assert not torch.allclose(got[:, 0], read_memory(query, keys, values, valid.any(1), top_k=5)[:, 0])
+    got = read_memory(query, keys, values, valid, top_k=top_k)
+    for k in range(2):  # each object alone, with its own slots as the shared mask (a top-k over them all)
+        alone = read_memory(query, keys, values[:, k:k + 1], valid[:, k], top_k=top_k)
+        torch.testing.assert_close(got[:, k], alone[:, 0], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(got[:, 0], read_memory(query, keys, values, valid.any(1), top_k=top_k)[:, 0])
 
 
 def test_an_object_with_no_slot_reads_the_shared_memory():

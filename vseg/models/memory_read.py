@@ -73,8 +73,9 @@ def read_memory(query_key: torch.Tensor, mem_keys: torch.Tensor, mem_values: tor
     mem_valid bool, [B, T] (which slots hold a frame, the same for every object) or [B, K, T]
     (per object: the runtime leaves out the frames where an object was not visible). Returns
     readout [B, K, Cv, h, w]. The affinity depends on keys only, so it is computed once; a
-    shared mask also shares one top-k and one gather, a per-object mask takes one of each per
-    object (K is static, so the loop unrolls in an exported graph).
+    shared mask also shares one top-k and one gather; a per-object mask takes one top-k per
+    slot, then a small top-k and a gather per object (K is static, so the loop unrolls in an
+    exported graph).
     """
     b, ck, h, w = query_key.shape
     _, num_objects, cv, t, hm, wm = mem_values.shape
@@ -91,12 +92,22 @@ def read_memory(query_key: torch.Tensor, mem_keys: torch.Tensor, mem_values: tor
         weights, indices = topk_softmax(affinity, top_k)
         readout = gather_readout(values.reshape(b, num_objects * cv, n), weights, indices)
         return readout.view(b, num_objects, cv, h, w)
+    # Per object, without a top-k over all N memory pixels each: the k best of any set of slots
+    # are among the k best of each of those slots, so one top-k per slot (over h'*w' pixels,
+    # together as cheap as the shared one) leaves T*k candidates, and each object's exact top-k
+    # is a small top-k over the candidates of its own slots.
+    hw = hm * wm
+    per_slot = min(top_k, hw)
+    slot_values, slot_indices = torch.topk(affinity.view(b, h * w, t, hw), per_slot, dim=-1, sorted=False)
+    slot_indices = slot_indices + (torch.arange(t, device=slot_indices.device) * hw).view(1, 1, t, 1)
+    candidates = slot_values.reshape(b, h * w, t * per_slot)
+    candidate_indices = slot_indices.reshape(b, h * w, t * per_slot)
     reads = []
     for k in range(num_objects):
         # An object with no slot of its own (never the runtime's case: the pinned first frame
         # counts for all) falls back to the shared mask rather than to a softmax over nothing.
         own = mem_valid[:, k] | ~mem_valid[:, k].any(1, keepdim=True)  # [B, T]
-        hidden = ~own.view(b, t, 1).expand(b, t, hm * wm).reshape(b, 1, n)
-        weights, indices = topk_softmax(affinity.masked_fill(hidden, float("-inf")), top_k)
-        reads.append(gather_readout(values[:, k], weights, indices))
+        hidden = ~own.view(b, 1, t, 1).expand(b, 1, t, per_slot).reshape(b, 1, t * per_slot)
+        weights, picked = topk_softmax(candidates.masked_fill(hidden, float("-inf")), top_k)
+        reads.append(gather_readout(values[:, k], weights, candidate_indices.gather(-1, picked)))
     return torch.stack(reads, 1).view(b, num_objects, cv, h, w)
