@@ -12,6 +12,7 @@ import pytest
 
 from vseg.data.palette import write_mask
 from vseg.errors import InputError
+from vseg.jsonio import write_json
 from vseg.metrics.davis import (
     boundary_f_measure,
     boundary_precision_recall,
@@ -26,7 +27,6 @@ from vseg.metrics.davis import (
     score_frame,
     score_sequence,
 )
-from vseg.jsonio import write_json
 from vseg.metrics.vss import ConfusionMatrix, evaluate_vss, format_vss_table
 
 # ------------------------------------------------------------------ independent reference

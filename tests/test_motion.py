@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from vseg.data.encode import H264Writer
-from vseg.data.motion import (MotionAccumulator, grid_shape, rasterize_motion_vectors,
-                              warp_by_motion)
+from vseg.data.motion import MotionAccumulator, grid_shape, rasterize_motion_vectors, warp_by_motion
 from vseg.data.video import DecodedFrame, VideoSource
 
 WIDTH, HEIGHT, FRAMES, SIDE = 256, 192, 20, 56

@@ -8,19 +8,19 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from cli_helpers import one_error_line, vseg
 from onnx import TensorProto, helper
 
 from vseg.data.palette import read_mask, write_mask
 from vseg.data.synth_vos import generate_vos
 from vseg.data.video import read_frames
-from vseg.errors import InputError, VsegError
+from vseg.errors import InputError
 from vseg.export.export_vos import export_engines
 from vseg.metrics.davis import evaluate_davis
 from vseg.models.registry import build_model, save_model
 from vseg.runtime.backends import OrtBackend, TorchBackend, open_backend
 from vseg.runtime.inference_core import InferenceCore
 from vseg.runtime.run_vos import run_vos
-from cli_helpers import one_error_line, vseg
 
 TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths": (16, 16, 16),
         "key_dim": 16, "value_dim": 16}

@@ -8,6 +8,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from cli_helpers import one_error_line, vseg
 
 from vseg.data.palette import read_mask
 from vseg.data.synth_vos import generate_vos
@@ -16,7 +17,6 @@ from vseg.errors import InputError
 from vseg.models.registry import build_model, save_model
 from vseg.runtime.backends import TorchBackend
 from vseg.runtime.run_vos import RUN_RECORD, RunInterrupted, run_vos
-from cli_helpers import one_error_line, vseg
 
 TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths": (16, 16, 16),
         "key_dim": 16, "value_dim": 16}

@@ -7,12 +7,12 @@ import json
 import types
 
 import pytest
+from cli_helpers import one_error_line, vseg
 
 from vseg.errors import InputError, VsegError
 from vseg.export.build_trt import _fp16_flag, build_engines, plugin_library
 from vseg.export.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME
 from vseg.runtime.trt_backend import TrtBackend
-from cli_helpers import one_error_line, vseg
 
 NO_TENSORRT = importlib.util.find_spec("tensorrt") is None
 

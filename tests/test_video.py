@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 from vseg.data.encode import H264Writer
-from vseg.data.h264_sps import (SpsInfo, find_sps, parse_sps, remove_emulation_prevention,
-                                split_annexb)
+from vseg.data.h264_sps import SpsInfo, find_sps, parse_sps, remove_emulation_prevention, split_annexb
 from vseg.data.transcode import transcode
-from vseg.data.video import (VideoSource, check_motion_vectors_exact, open_video, probe,
-                             read_frames)
+from vseg.data.video import VideoSource, check_motion_vectors_exact, open_video, probe, read_frames
 from vseg.errors import AmbiguousMotionError, InputError, VsegError
 
 W, H = 96, 64

@@ -78,8 +78,8 @@ def _pyav() -> list[Check]:
 
 def _cuda_python() -> Check:
     try:
-        from cuda.bindings import runtime  # noqa: F401
         import cuda.bindings
+        from cuda.bindings import runtime  # noqa: F401
         return Check("cuda-python", True, getattr(cuda.bindings, "__version__", "cuda.bindings importable"))
     except Exception:
         return Check("cuda-python", False, "missing (needed by the trt backend): pip install -e '.[trt]'")

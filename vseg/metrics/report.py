@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 
-
 def format_number(value: float | None, decimals: int = 2) -> str:
     """A score with a fixed number of decimals, or ``-`` when it is undefined (None/NaN)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
