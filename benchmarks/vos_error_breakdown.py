@@ -6,15 +6,18 @@ Runs each model over a ``vseg data synth-vos`` set with the runtime's defaults (
 - J by frames since the first (1, 2-5, 6-10, 11-20, 21 and later), over the frames where the
   target is visible: a model that drifts starts high and falls;
 - J at frame 1 by the target's size in stride-16 cells (16x16-pixel blocks, the grid of the
-  memory read), next to copying the first frame's true mask (the "previous ground truth" a
-  perfect tracker one frame late would give): at frame 1 the model has the ground truth in
-  memory, so this is its ceiling before any drift;
+  memory read), next to copying the first frame's true mask (what a tracker one frame late
+  would give) and to the model on the first frame fed again as the second: nothing moved and
+  the ground truth is in memory, so what is lost there is lost in the memory read and the
+  decoder, the ceiling of mask reconstruction (``--recon-scales 1,1.5,2`` also runs it with
+  frame and mask scaled up first, the probabilities scaled back);
 - the wrong pixels of every target on every frame, sorted by :func:`attribute_errors`: missed
   as background or as another target; false on a distractor (the generator re-renders each
   clip's unannotated look-alikes), on another target, near the target (within 4 pixels: a
   boundary or a lag) or far away (the target was lost). Shares of all wrong pixels, in percent.
 
-    python benchmarks/vos_error_breakdown.py --data data/seed2 --models stm,lite --threads 2 --json vos_errors.json
+    python benchmarks/vos_error_breakdown.py --data data/seed2 --models stm,lite --threads 2 --recon-scales 1,1.5,2 \
+        --json vos_errors.json
 
 ``--models`` takes shipped names or ``name=weights.safetensors`` pairs.
 """
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vseg.data.datasets import load_sequence, open_dataset
 from vseg.data.vos_scene import plan_clip, render_masks
@@ -37,10 +41,13 @@ from vseg.jsonio import write_json
 from vseg.metrics.breakdown import ERROR_KINDS, attribute_errors
 from vseg.metrics.davis import region_jaccard
 from vseg.models.weights import load_named_model
+from vseg.runtime.inference_core import InferenceCore
 from vseg.train import validate_vos
 from vseg.train.validate import segment_sequence
+from vseg.train.vos_data import resize_frames, resize_ids
 
-TIME_BINS = ((1, 1), (2, 5), (6, 10), (11, 20), (21, 10**6))
+OPEN_END = 10**6  # frames
+TIME_BINS = ((1, 1), (2, 5), (6, 10), (11, 20), (21, OPEN_END))
 SIZE_BINS = ((0, 1.5), (1.5, 3), (3, 6), (6, float("inf")))  # stride-16 cells
 CELL = 16 * 16
 
@@ -57,6 +64,12 @@ def load_plans(data: Path) -> dict[str, tuple]:
         distractors = [o["instance"] for o in clip["objects"] if o["label"] == 0]
         plans[clip["name"]] = (meta["seed"], index, meta["frames"], meta["height"], meta["width"], distractors)
     return plans
+
+
+def size_bin(pixels: int) -> int:
+    """Index in SIZE_BINS of a target of ``pixels`` pixels."""
+    cells = pixels / CELL
+    return next(i for i, (low, high) in enumerate(SIZE_BINS) if low <= cells < high)
 
 
 def analyse_sequence(pred: np.ndarray, masks: np.ndarray, plan_args: tuple, tally: dict) -> None:
@@ -81,8 +94,7 @@ def analyse_sequence(pred: np.ndarray, masks: np.ndarray, plan_args: tuple, tall
             j = region_jaccard(truth, pred[t] == k)
             next(b for b in tally["by_time"] if b["first"] <= t <= b["last"])["J"].append(j)
             if t == 1:
-                cells = truth.sum() / CELL
-                row = next(b for b in tally["by_size"] if b["min_cells"] <= cells < b["max_cells"])
+                row = tally["by_size"][size_bin(truth.sum())]
                 row["J"].append(j)
                 row["J_copy_first"].append(region_jaccard(truth, masks[0] == k))
 
@@ -98,20 +110,35 @@ def summarise(tally: dict) -> dict:
 
     wrong = sum(tally["pixels"].values())
     return {
-        "J_by_time": [{"frames": bin_name(b["first"], b["last"], 10**6),
+        "J_by_time": [{"frames": bin_name(b["first"], b["last"], OPEN_END),
                        "J": pct(b["J"]), "count": len(b["J"])} for b in tally["by_time"]],
-        "J_frame1_by_size": [{"cells": bin_name(b["min_cells"], b["max_cells"], float("inf")), "J": pct(b["J"]),
-                              "J_copy_first": pct(b["J_copy_first"]), "count": len(b["J"])}
-                             for b in tally["by_size"]],
+        "J_frame1_by_size": [{"cells": bin_name(b["min_cells"], b["max_cells"], float("inf")), "count": len(b["J"])}
+                             | {k: pct(v) for k, v in b.items() if k.startswith("J")} for b in tally["by_size"]],
         "wrong_pixels": wrong,
         "wrong_pixel_shares": {k: 100.0 * v / wrong if wrong else None for k, v in tally["pixels"].items()},
     }
 
 
-def run_model(model, data: Path, split: str, max_sequences: int | None, plans: dict) -> dict:
+def reconstruction_j(model, frame: np.ndarray, mask: np.ndarray, scale: float) -> dict[int, float]:
+    """{target id: J} of ``frame`` (uint8 [H, W, 3]) segmented again right after it was given
+    with ``mask`` (uint8 [H, W]), both first resized by ``scale``."""
+    h, w = mask.shape
+    size = (round(h * scale), round(w * scale))
+    image = (resize_frames(frame[None], size)[0] * 255).round().to(torch.uint8)
+    core = InferenceCore(model)
+    core.step(image, resize_ids(mask[None], size)[0])
+    result = core.step(image)
+    probs = F.interpolate(result.probabilities[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    ids = np.array([0, *result.object_ids], np.uint8)[probs.argmax(0).numpy()]
+    return {k: region_jaccard(mask == k, ids == k) for k in result.object_ids}
+
+
+def run_model(model, data: Path, split: str, max_sequences: int | None, plans: dict,
+              recon_scales: list[float]) -> dict:
     tally = {"pixels": dict.fromkeys(ERROR_KINDS, 0),
              "by_time": [{"first": a, "last": b, "J": []} for a, b in TIME_BINS],
-             "by_size": [{"min_cells": a, "max_cells": b, "J": [], "J_copy_first": []} for a, b in SIZE_BINS]}
+             "by_size": [{"min_cells": a, "max_cells": b, "J": [], "J_copy_first": [],
+                          **{f"J_same_frame_x{x:g}": [] for x in recon_scales}} for a, b in SIZE_BINS]}
     predictions = {}
 
     def predict(name: str, frames: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -121,7 +148,11 @@ def run_model(model, data: Path, split: str, max_sequences: int | None, plans: d
     result = validate_vos(predict, data, split=split, max_sequences=max_sequences)
     for seq in open_dataset(data, split):
         if seq.name in predictions:
-            analyse_sequence(predictions[seq.name], load_sequence(seq)[1], plans[seq.name], tally)
+            frames, masks = load_sequence(seq)
+            analyse_sequence(predictions[seq.name], masks, plans[seq.name], tally)
+            for x in recon_scales:
+                for k, j in reconstruction_j(model, frames[0], masks[0], x).items():
+                    tally["by_size"][size_bin((masks[0] == k).sum())][f"J_same_frame_x{x:g}"].append(j)
     return {"J&F": result["J&F"], "J": result["J"], "F": result["F"]} | summarise(tally)
 
 
@@ -137,11 +168,12 @@ def print_tables(rows: dict) -> None:
     print("|---|---:|" + "---:|" * len(first["J_by_time"]))
     for label, r in rows.items():
         print(f"| {label} | {fmt(r['J&F'])} | " + " | ".join(fmt(b["J"]) for b in r["J_by_time"]) + " |")
-    print("\nJ at frame 1 by target size (stride-16 cells), model / copy the first mask:\n")
+    columns = [k for k in first["J_frame1_by_size"][0] if k.startswith("J")]
+    print(f"\nJ at frame 1 by target size (stride-16 cells), {' / '.join(columns)}:\n")
     print("| model | " + " | ".join(f"{b['cells']} cells ({b['count']})" for b in first["J_frame1_by_size"]) + " |")
     print("|---|" + "---:|" * len(first["J_frame1_by_size"]))
     for label, r in rows.items():
-        print(f"| {label} | " + " | ".join(f"{fmt(b['J'])} / {fmt(b['J_copy_first'])}"
+        print(f"| {label} | " + " | ".join(" / ".join(fmt(b[c]) for c in columns)
                                           for b in r["J_frame1_by_size"]) + " |")
     print("\nWrong pixels, percent of all:\n")
     print("| model | wrong pixels | " + " | ".join(k.replace("_", " ") for k in ERROR_KINDS) + " |")
@@ -158,6 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", default="stm,lite", help="shipped names or name=weights.safetensors, comma-separated")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-sequences", type=int, default=None)
+    parser.add_argument("--recon-scales", default="1",
+                        help="scales of the same-frame reconstruction, comma-separated (e.g. 1,1.5,2)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -167,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         name, _, weights = item.partition("=")
         start = time.perf_counter()
         rows[item] = run_model(load_named_model(name, weights or None), args.data, args.split,
-                               args.max_sequences, plans)
+                               args.max_sequences, plans, [float(x) for x in args.recon_scales.split(",")])
         rows[item] |= {"weights": weights or None, "seconds": time.perf_counter() - start}
         print(f"{item}: J&F {rows[item]['J&F']:.2f} ({rows[item]['seconds']:.0f} s)", flush=True)
     print_tables(rows)
