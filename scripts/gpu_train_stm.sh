@@ -13,13 +13,17 @@
 # shipped stm, empty for random initialisation), CLIPS (fresh training clips, seed 5: the shipped
 # stm has seen seeds 1 and 4; fresh clips were worth far more than passes over the same ones),
 # CLIP_LEN, MAX_SKIP and SKIP_SCHEDULE (training clips; e.g. SKIP_SCHEDULE=0.1:12,0.7:5 for a
-# curriculum: --max-skip first, 12 from 10% of the steps, 5 from 70%), CALL_SECONDS (time this call may use), DATA, RUN, OUT. Training runs in bfloat16 autocast (--amp) with a soft Dice term added to the CE.
+# curriculum: --max-skip first, 12 from 10% of the steps, 5 from 70%), SCALE_RANGE and VAL_SIZE
+# ("LOW HIGH" and "H W": train on clips resized by a factor from that range, validate and score the
+# held-out set at that size; e.g. SCALE_RANGE="1.7 2.3" VAL_SIZE="320 576" trains at twice the
+# scale, where BENCHMARKS.md's error breakdown finds masks reconstructed 6-10 J better), CALL_SECONDS (time this call may use), DATA, RUN, OUT. Training runs in bfloat16 autocast (--amp) with a soft Dice term added to the CE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 steps=${STEPS:-12000} batch=${BATCH:-8} lr=${LR:-5e-4} workers=${WORKERS:-8} dice=${DICE:-1.0}
 clips=${CLIPS:-4000} clip_len=${CLIP_LEN:-3} max_skip=${MAX_SKIP:-5} skip_schedule=${SKIP_SCHEDULE:-}
+scale_range=${SCALE_RANGE:-0.9 1.1} val_size=${VAL_SIZE:-}
 init=${INIT-vseg/weights/stm.safetensors}
 call_seconds=${CALL_SECONDS:-540}
 data=${DATA:-runs/gpu-data} run=${RUN:-runs/gpu-stm} out=${OUT:-runs/gpu-out}
@@ -41,6 +45,10 @@ if [ ! -f "$run/stm.safetensors" ]; then
   if [ -n "$init" ]; then from_args=(--init-weights "$init"); fi
   if compgen -G "$run/checkpoints/step_*" > /dev/null; then from_args+=(--resume "$run"); fi
   if [ -n "$skip_schedule" ]; then from_args+=(--skip-schedule "$skip_schedule"); fi
+  # shellcheck disable=SC2206  # "H W" and "LOW HIGH" split into two arguments on purpose
+  if [ -n "$val_size" ]; then from_args+=(--val-size $val_size); fi
+  # shellcheck disable=SC2206
+  from_args+=(--scale-range $scale_range)
   set +e
   timeout "$left" $py -m vseg train --model stm --data "$data/seed5" --steps "$steps" --batch-size "$batch" \
       --clip-len "$clip_len" --max-skip "$max_skip" --lr "$lr" --amp --dice-weight "$dice" --freeze-norm-at 0.8 \
@@ -52,13 +60,14 @@ if [ ! -f "$run/stm.safetensors" ]; then
   [ "$rc" -eq 0 ] || exit "$rc"
 fi
 
-$py - "$run/stm.safetensors" "$data/seed2" "$out/heldout.json" <<'EOF'
+$py - "$run/stm.safetensors" "$data/seed2" "$out/heldout.json" "$val_size" <<'EOF'
 import sys
 from vseg.jsonio import write_json
 from vseg.models.weights import load_named_model
 from vseg.train import validate_vos
-weights, data, out = sys.argv[1:]
-scores = validate_vos(load_named_model("stm", weights), data, split="val")
+weights, data, out, size = sys.argv[1:]
+size = tuple(int(v) for v in size.split()) or None
+scores = validate_vos(load_named_model("stm", weights), data, split="val", size=size)
 write_json(out, {k: scores[k] for k in ("J&F", "J", "F", "num_sequences", "num_objects", "sequences")})
 print(f"held-out seed-2 J&F {scores['J&F']:.2f} (J {scores['J']:.2f}, F {scores['F']:.2f})")
 EOF

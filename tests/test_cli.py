@@ -99,13 +99,15 @@ def test_train_writes_weights_that_run_loads(tmp_path):
     weights = tmp_path / "lite.safetensors"
     r = vseg("train", "--model", "lite", "--data", str(tmp_path / "data"), "--steps", "1", "--crop", "64", "96",
              "--no-kd", "--amp", "--dice-weight", "0.5", "--max-skip", "2", "--skip-schedule", "0.5:3", "--warmup-steps", "0",
+             "--scale-range", "1.2", "1.6", "--val-data", str(tmp_path / "data"), "--val-size", "32", "48",
              "--checkpoint-every", "7", "--lr", "3e-4", "--run-dir", str(tmp_path / "run"), "--out", str(weights),
              "--json", str(tmp_path / "t.json"))
     assert r.returncode == 0, r.stderr
     config = json.loads((tmp_path / "t.json").read_text())["config"]
     assert config["use_kd"] is False and config["amp"] is True and config["dice_weight"] == 0.5
     assert (config["max_skip"], config["warmup_steps"], config["checkpoint_every"], config["lr"]) == (2, 0, 7, 3e-4)
-    assert config["skip_schedule"] == [[0.5, 3]]
+    assert config["skip_schedule"] == [[0.5, 3]] and config["scale_range"] == [1.2, 1.6]
+    assert config["val_size"] == [32, 48] and json.loads((tmp_path / "t.json").read_text())["validation"]
     seq = "synth-3-0000"
     r = vseg("run", str(tmp_path / "data" / "videos" / f"{seq}.mp4"), "--mask",
              str(tmp_path / "data" / "Annotations" / "480p" / seq / "00000.png"), "--weights", str(weights),
@@ -160,6 +162,12 @@ def test_train_lite_freezes_a_given_teacher_with_teacher_lr_0(tmp_path):
     assert r.returncode != 0 and "--skip-schedule takes FRACTION:SKIP" in _one_error_line(r)
     r = vseg("train", "--model", "stm", *common, "--skip-schedule", "0.5:12,0.2:5")
     assert r.returncode != 0 and "max-skip schedule needs ascending" in _one_error_line(r)
+    r = vseg("train", "--model", "stm", *common, "--scale-range", "2", "1")
+    assert r.returncode != 0 and "--scale-range needs 0 < LOW <= HIGH" in _one_error_line(r)
+    r = vseg("train", "--model", "stm", *common, "--val-size", "8", "96")
+    assert r.returncode != 0 and "--val-size needs" in _one_error_line(r)
+    r = vseg("train", "--model", "arseg", *common, "--scale-range", "1", "2")
+    assert r.returncode != 0 and "--scale-range" in _one_error_line(r)
 
 
 def test_data_commands_write_layouts_and_reject_odd_sizes(tmp_path):

@@ -21,6 +21,7 @@ def train(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Checkpoints and logs.")] = Path("runs/train"),
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Clips per step (default: 1 for VOS models, 8 for arseg).")] = None,
     crop: Annotated[tuple[int, int] | None, typer.Option("--crop", help="Training crop H W (default: 128 224 for VOS models, at most 192 256 for arseg).")] = None,
+    scale_range: Annotated[tuple[float, float], typer.Option("--scale-range", help="VOS models: each training clip is resized by a factor drawn from LOW HIGH before the crop.")] = (0.9, 1.1),
     clip_len: Annotated[int, typer.Option("--clip-len", help="Frames per training clip (>= 3).")] = 3,
     max_skip: Annotated[int, typer.Option("--max-skip", help="VOS models: largest gap between consecutive sampled frames.")] = 5,
     skip_schedule: Annotated[str | None, typer.Option("--skip-schedule", help="VOS models: a max-skip curriculum, FRACTION:SKIP,... (e.g. 0.1:12,0.7:5: --max-skip until 10% of the steps, 12 until 70%, then 5).")] = None,
@@ -31,6 +32,7 @@ def train(
     seed: Seed = 0,
     val_data: Annotated[Path | None, typer.Option("--val-data", help="Dataset whose val split gives the periodic J&F.")] = None,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0: at the end only).")] = 0,
+    val_size: Annotated[tuple[int, int] | None, typer.Option("--val-size", help="VOS models: validate on frames and masks resized to H W (default: the dataset's size).")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="A checkpoint folder or run folder to continue.")] = None,
     init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Start from these weights.")] = None,
     stage_steps: Annotated[tuple[int, int, int] | None, typer.Option("--stage-steps", help="arseg: steps of its three stages: full resolution, low resolution alone, low resolution + CReFF (default 2000 1000 2000).")] = None,
@@ -60,6 +62,10 @@ def train(
         raise VsegError(f"--teacher-lr must be >= 0, got {teacher_lr:g}")
     if gate_lr_scale <= 0:
         raise VsegError(f"--gate-lr-scale must be > 0, got {gate_lr_scale:g}")
+    if not 0 < scale_range[0] <= scale_range[1]:
+        raise VsegError(f"--scale-range needs 0 < LOW <= HIGH, got {scale_range[0]:g} {scale_range[1]:g}")
+    if val_size is not None and min(val_size) < 16:
+        raise VsegError(f"--val-size needs H and W of at least 16 pixels, got {val_size[0]} {val_size[1]}")
     if model == "arseg":
         options = {"batch_size": batch_size, "lr": lr, "crop": tuple(crop) if crop else None,
                    "warmup_steps": warmup_steps if _given(ctx, "warmup_steps") else None,
@@ -69,6 +75,7 @@ def train(
         return
     cfg = TrainConfig(model=model, data=str(data), out=str(run_dir), weights=str(out) if out else None,
                       steps=steps, batch_size=batch_size or 1, crop=tuple(crop or (128, 224)), clip_len=clip_len,
+                      scale_range=tuple(scale_range), val_size=tuple(val_size) if val_size else None,
                       lr=5e-4 if lr is None else lr, seed=seed,
                       max_skip=max_skip, skip_schedule=parse_skip_schedule(skip_schedule), warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
                       num_workers=workers, amp=amp, dice_weight=dice_weight,
@@ -114,7 +121,7 @@ _VOS_MODELS = ("stm", "lite", "spvos")
 _OPTION_READERS = {
     "stage_steps": ("arseg",), "lr_from_hr": ("arseg",),
     **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "skip_schedule", "workers", "val_data", "val_every",
-                                      "amp", "dice_weight", "freeze_norm_at")},
+                                      "val_size", "scale_range", "amp", "dice_weight", "freeze_norm_at")},
     **{name: ("lite",) for name in ("teacher", "teacher_lr", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
     "budget_range": ("spvos",), "sparsity_weight": ("spvos",), "gate_lr_scale": ("spvos",),
 }
