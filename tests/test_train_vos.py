@@ -401,3 +401,17 @@ def test_spvos_gates_learn_at_their_own_rate_through_the_schedule(data, tmp_path
     for g in groups:
         assert g["lr"] == pytest.approx(1e-3 * factor * (10.0 if g["multiplier"] == 10.0 else 1.0))
     assert {g["multiplier"] for g in groups} == {1.0, 10.0}
+
+
+def test_cpu_training_keeps_the_callers_thread_count():
+    # Two CPU runs side by side, each given one core (OMP_NUM_THREADS=1 or set_num_threads),
+    # must not be switched back to every core: they would spin against each other.
+    from vseg.train.config import pick_device
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert pick_device("cpu").type == "cpu"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,13 +110,12 @@ class TrainResult:
 
 
 def pick_device(name: str | None) -> torch.device:
-    """cuda when available (or asked for), else cpu with all cores for intra-op threads."""
+    """cuda when available (or asked for), else cpu. The CPU's intra-op threads stay as PyTorch
+    set them (OMP_NUM_THREADS, else one per physical core), so two runs side by side can each
+    be given one core instead of both spinning on all of them."""
     if name is None:
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
-    return device
+    return torch.device(name)
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
