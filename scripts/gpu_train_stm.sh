@@ -23,7 +23,7 @@ export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 steps=${STEPS:-12000} batch=${BATCH:-8} lr=${LR:-5e-4} workers=${WORKERS:-8} dice=${DICE:-1.0}
 clips=${CLIPS:-4000} clip_len=${CLIP_LEN:-3} max_skip=${MAX_SKIP:-5} skip_schedule=${SKIP_SCHEDULE:-}
-scale_range=${SCALE_RANGE:-0.9 1.1} val_size=${VAL_SIZE:-}
+scale_range=${SCALE_RANGE:-} val_size=${VAL_SIZE:-}
 init=${INIT-vseg/weights/stm.safetensors}
 call_seconds=${CALL_SECONDS:-540}
 data=${DATA:-runs/gpu-data} run=${RUN:-runs/gpu-stm} out=${OUT:-runs/gpu-out}
@@ -48,7 +48,7 @@ if [ ! -f "$run/stm.safetensors" ]; then
   # shellcheck disable=SC2206  # "H W" and "LOW HIGH" split into two arguments on purpose
   if [ -n "$val_size" ]; then from_args+=(--val-size $val_size); fi
   # shellcheck disable=SC2206
-  from_args+=(--scale-range $scale_range)
+  if [ -n "$scale_range" ]; then from_args+=(--scale-range $scale_range); fi
   set +e
   timeout "$left" $py -m vseg train --model stm --data "$data/seed5" --steps "$steps" --batch-size "$batch" \
       --clip-len "$clip_len" --max-skip "$max_skip" --lr "$lr" --amp --dice-weight "$dice" --freeze-norm-at 0.8 \

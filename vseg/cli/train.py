@@ -21,7 +21,7 @@ def train(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Checkpoints and logs.")] = Path("runs/train"),
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Clips per step (default: 1 for VOS models, 8 for arseg).")] = None,
     crop: Annotated[tuple[int, int] | None, typer.Option("--crop", help="Training crop H W (default: 128 224 for VOS models, at most 192 256 for arseg).")] = None,
-    scale_range: Annotated[tuple[float, float], typer.Option("--scale-range", help="VOS models: each training clip is resized by a factor drawn from LOW HIGH before the crop.")] = (0.9, 1.1),
+    scale_range: Annotated[tuple[float, float] | None, typer.Option("--scale-range", help="VOS models: each training clip is resized by a factor drawn from LOW HIGH before the crop (default 0.9 1.1).")] = None,
     clip_len: Annotated[int, typer.Option("--clip-len", help="Frames per training clip (>= 3).")] = 3,
     max_skip: Annotated[int, typer.Option("--max-skip", help="VOS models: largest gap between consecutive sampled frames.")] = 5,
     skip_schedule: Annotated[str | None, typer.Option("--skip-schedule", help="VOS models: a max-skip curriculum, FRACTION:SKIP,... (e.g. 0.1:12,0.7:5: --max-skip until 10% of the steps, 12 until 70%, then 5).")] = None,
@@ -62,7 +62,7 @@ def train(
         raise VsegError(f"--teacher-lr must be >= 0, got {teacher_lr:g}")
     if gate_lr_scale <= 0:
         raise VsegError(f"--gate-lr-scale must be > 0, got {gate_lr_scale:g}")
-    if not 0 < scale_range[0] <= scale_range[1]:
+    if scale_range is not None and not 0 < scale_range[0] <= scale_range[1]:
         raise VsegError(f"--scale-range needs 0 < LOW <= HIGH, got {scale_range[0]:g} {scale_range[1]:g}")
     if val_size is not None and min(val_size) < 16:
         raise VsegError(f"--val-size needs H and W of at least 16 pixels, got {val_size[0]} {val_size[1]}")
@@ -75,7 +75,7 @@ def train(
         return
     cfg = TrainConfig(model=model, data=str(data), out=str(run_dir), weights=str(out) if out else None,
                       steps=steps, batch_size=batch_size or 1, crop=tuple(crop or (128, 224)), clip_len=clip_len,
-                      scale_range=tuple(scale_range), val_size=tuple(val_size) if val_size else None,
+                      val_size=tuple(val_size) if val_size else None,
                       lr=5e-4 if lr is None else lr, seed=seed,
                       max_skip=max_skip, skip_schedule=parse_skip_schedule(skip_schedule), warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
                       num_workers=workers, amp=amp, dice_weight=dice_weight,
@@ -85,7 +85,8 @@ def train(
                       teacher_weights=str(teacher) if teacher else None, teacher_lr=teacher_lr, use_kd=kd, use_smooth=smooth, use_stff=stff,
                       use_discriminator=discriminator, use_adaptive_lr=adaptive_lr,
                       sparsity_weight=sparsity_weight, gate_lr_scale=gate_lr_scale,
-                      model_options=_budget_options(budget_range))
+                      model_options=_budget_options(budget_range),
+                      **({"scale_range": tuple(scale_range)} if scale_range else {}))
     result = train_vos(cfg)
     last = result.validation[-1] if result.validation else None
     score = f", validation J&F {last['J&F']:.2f}" if last else ""
