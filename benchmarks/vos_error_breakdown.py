@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from vos_reentry import fmt, parse_models  # the sibling benchmark (this folder is on sys.path when run)
 
 from vseg.data.datasets import load_sequence, open_dataset
 from vseg.data.vos_scene import plan_clip, render_masks
@@ -156,10 +157,6 @@ def run_model(model, data: Path, split: str, max_sequences: int | None, plans: d
     return {"J&F": result["J&F"], "J": result["J"], "F": result["F"]} | summarise(tally)
 
 
-def fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}"
-
-
 def print_tables(rows: dict) -> None:
     labels = list(rows)
     first = rows[labels[0]]
@@ -197,12 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     plans = load_plans(args.data)
     rows = {}
-    for item in filter(None, (s.strip() for s in args.models.split(","))):
-        name, _, weights = item.partition("=")
+    for item, name, weights in parse_models(args.models):
         start = time.perf_counter()
-        rows[item] = run_model(load_named_model(name, weights or None), args.data, args.split,
+        rows[item] = run_model(load_named_model(name, weights), args.data, args.split,
                                args.max_sequences, plans, [float(x) for x in args.recon_scales.split(",")])
-        rows[item] |= {"weights": weights or None, "seconds": time.perf_counter() - start}
+        rows[item] |= {"weights": weights, "seconds": time.perf_counter() - start}
         print(f"{item}: J&F {rows[item]['J&F']:.2f} ({rows[item]['seconds']:.0f} s)", flush=True)
     print_tables(rows)
     result = {"data": str(args.data), "split": args.split, "threads": args.threads, "models": rows}
