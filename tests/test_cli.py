@@ -93,14 +93,16 @@ def test_bad_videos_get_one_line(tmp_path):
 
 
 def test_train_writes_weights_that_run_loads(tmp_path):
+    from vseg.data.palette import read_mask
     from vseg.data.synth_vos import generate_vos
+    from vseg.models.registry import load_model
 
     generate_vos(tmp_path / "data", clips=2, seed=3, frames=4, height=64, width=96, val_fraction=0.5)
     weights = tmp_path / "lite.safetensors"
     r = vseg("train", "--model", "lite", "--data", str(tmp_path / "data"), "--steps", "1", "--crop", "64", "96",
              "--no-kd", "--amp", "--dice-weight", "0.5", "--max-skip", "2", "--skip-schedule", "0.5:3", "--warmup-steps", "0",
              "--scale-range", "1.2", "1.6", "--val-data", str(tmp_path / "data"), "--val-size", "32", "48",
-             "--checkpoint-every", "7", "--lr", "3e-4", "--run-dir", str(tmp_path / "run"), "--out", str(weights),
+             "--min-side", "80", "--checkpoint-every", "7", "--lr", "3e-4", "--run-dir", str(tmp_path / "run"), "--out", str(weights),
              "--json", str(tmp_path / "t.json"))
     assert r.returncode == 0, r.stderr
     config = json.loads((tmp_path / "t.json").read_text())["config"]
@@ -108,12 +110,16 @@ def test_train_writes_weights_that_run_loads(tmp_path):
     assert (config["max_skip"], config["warmup_steps"], config["checkpoint_every"], config["lr"]) == (2, 0, 7, 3e-4)
     assert config["skip_schedule"] == [[0.5, 3]] and config["scale_range"] == [1.2, 1.6]
     assert config["val_size"] == [32, 48] and json.loads((tmp_path / "t.json").read_text())["validation"]
+    assert load_model(weights).config.min_side == 80  # --min-side goes into the weights
     seq = "synth-3-0000"
     r = vseg("run", str(tmp_path / "data" / "videos" / f"{seq}.mp4"), "--mask",
              str(tmp_path / "data" / "Annotations" / "480p" / seq / "00000.png"), "--weights", str(weights),
-             "--out", str(tmp_path / "pred"))
+             "--out", str(tmp_path / "pred"), "--json", str(tmp_path / "run.json"))
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4
+    assert read_mask(tmp_path / "pred" / "00003.png")[0].shape == (64, 96)
+    ran = json.loads((tmp_path / "run.json").read_text())
+    assert ran["working_size"] == [80, 120] and ran["engine_size"] == [80, 128]  # the weights' min_side
 
 
 def test_train_spvos_takes_its_budget_range(tmp_path):

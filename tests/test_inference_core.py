@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from vseg.errors import InputError
 from vseg.models.registry import build_model
 from vseg.runtime.backends import TorchBackend
-from vseg.runtime.inference_core import InferenceCore
+from vseg.runtime.inference_core import InferenceCore, working_size
 
 H, W = 61, 90  # not multiples of 16: padded to 64 x 96, 1 row on top, 2 below, 3 columns each side
 PAD = (3, 3, 1, 2)
@@ -224,3 +224,70 @@ def test_skip_absent_off_and_old_engines_read_every_slot(models):
             assert all(torch.equal(row, filled) for row in fed.reshape(-1, 8))
         assert fed.dim() == (3 if "skip_absent" in options else 2)
         assert core.summary()["skip_absent"] is False
+
+
+@pytest.mark.parametrize(("size", "min_side", "expected"), [
+    ((160, 288), 320, (320, 576)),  # twice the size
+    ((288, 160), 320, (576, 320)),  # portrait: the width is the shorter side
+    ((90, 161), 320, (320, 572)),  # 161 * 320 / 90 = 572.4
+    ((480, 854), 320, (480, 854)),  # large enough already: never scaled down
+    ((61, 90), 0, (61, 90)),  # 0: every frame as it is
+])
+def test_working_size(size, min_side, expected):
+    assert working_size(*size, min_side) == expected
+
+
+def test_small_frames_run_scaled_up_to_the_models_min_side():
+    torch.manual_seed(0)
+    model = build_model("stm", min_side=2 * H)  # 122 x 180 working size, padded to 128 x 192
+    frames, mask = video(3, seed=4), id_mask((3, 7))
+    core = InferenceCore(model)
+    results = [core.step(f, mask if t == 0 else None) for t, f in enumerate(frames)]
+    assert core.min_side == 2 * H and (core.geometry.height, core.geometry.width) == (128, 192)
+    assert core.memory.keys.shape[-2:] == (8, 12)  # the memory holds the working size's grid
+    assert core.summary()["working_size"] == [122, 180]
+    for result in results:  # outputs come back at the video's size
+        assert result.probabilities.shape == (3, H, W) and result.ids.shape == (H, W)
+    # Nearest up by exactly 2, bilinear back down by 2: the first mask survives the round trip.
+    np.testing.assert_array_equal(results[0].ids, mask)
+    # The working size is the point: frame 2 differs from the same model run at 61 x 90.
+    plain = InferenceCore(model, min_side=0)
+    at_own_size = [plain.step(f, mask if t == 0 else None) for t, f in enumerate(frames)]
+    assert plain.geometry.height == 64
+    assert (at_own_size[2].probabilities - results[2].probabilities).abs().max() > 1e-3
+
+
+def test_core_at_working_size_equals_the_stages_run_by_hand(models):
+    """Frames bilinear up, the first mask nearest up, probabilities bilinear back: by hand."""
+    model = models["stm"].eval()
+    frames, mask = video(2, seed=5), id_mask((3, 7))
+    core = InferenceCore(model, min_side=80, mem_every=5, capacity=4, keep_previous=False)
+    got = [core.step(f, mask if t == 0 else None).probabilities for t, f in enumerate(frames)]
+    work, pad = (80, 118), (5, 5, 0, 0)  # 90 * 80 / 61 = 118.03; padded to 80 x 128
+
+    def scaled(frame):
+        x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+        return F.pad(F.interpolate(x, size=work, mode="bilinear", align_corners=False), pad)
+
+    with torch.no_grad():
+        ids = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=work, mode="nearest-exact")[0, 0]
+        objects = F.pad(torch.stack([ids == i for i in (3, 7)])[None].float(), pad)
+        f0 = model.encode_key(scaled(frames[0]))
+        keys = f0.key.unsqueeze(2)
+        values = model.encode_value(scaled(frames[0]), objects, f0.feat16).unsqueeze(3)
+        f1 = model.encode_key(scaled(frames[1]))
+        logits = model.segment(f1.key, f1.feat16, f1.skip8, f1.skip4, keys, values, torch.ones(1, 1, dtype=torch.bool))
+        probs = torch.softmax(logits, 1)[:, :, :, 5:5 + 118]
+        expected = F.interpolate(probs, size=(H, W), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(got[1], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_min_side_travels_with_the_weights_and_engine_configs(tmp_path):
+    from vseg.export.manifest import model_config
+    from vseg.models.registry import load_model, save_model
+
+    model = build_model("lite", min_side=320)
+    assert load_model(save_model(model, tmp_path / "lite.safetensors")).config.min_side == 320
+    assert model_config(model)["min_side"] == 320  # what an engine folder's manifest records
+    assert TorchBackend(model).model_config["min_side"] == 320
+    assert build_model("stm").config.min_side == 0  # older weights files lack the field: 0

@@ -93,6 +93,25 @@ def test_ort_engines_match_the_torch_backend(setup, name):
     assert cores["ort"].backend.describe()["providers"][-1] == "CPUExecutionProvider"
 
 
+def test_engines_run_small_frames_at_the_manifests_min_side(setup, tmp_path):
+    """min_side in an engine folder's config: a 48x64 clip runs scaled up to the engines' 64x96
+    (64 / 48 * 64 = 85.3, padded to 96) and its masks come back at 48x64."""
+    root, made = setup
+    engines = tmp_path / "engines"
+    shutil.copytree(made["stm"][1], engines)
+    manifest = json.loads((engines / "manifest.json").read_text())
+    manifest["config"]["min_side"] = H
+    (engines / "manifest.json").write_text(json.dumps(manifest))
+    small = tmp_path / "small"
+    generate_vos(small, clips=1, seed=5, frames=3, height=48, width=64, val_fraction=0.0)
+    first = small / "Annotations" / "480p" / SEQ / "00000.png"
+    with OrtBackend(engines) as backend:
+        summary = run_vos(small / "videos" / f"{SEQ}.mp4", first, backend, tmp_path / "pred")
+    assert summary["working_size"] == [64, 85] and summary["engine_size"] == [H, W]
+    assert summary["written"] == 3 and read_mask(tmp_path / "pred" / "00002.png")[0].shape == (48, 64)
+    np.testing.assert_array_equal(read_mask(tmp_path / "pred" / "00000.png")[0], read_mask(first)[0])
+
+
 def test_engine_folders_a_user_gets_wrong(setup, tmp_path):
     root, made = setup
     video, mask = clip_paths(root)
@@ -121,6 +140,14 @@ def test_engine_folders_a_user_gets_wrong(setup, tmp_path):
             pytest.raises(InputError, match=f"engines take {H}x{W} frames but this video pads to 48x64"):
         run_vos(small / "videos" / f"{SEQ}.mp4", small / "Annotations" / "480p" / SEQ / "00000.png",
                 backend, tmp_path / "o2")
+    scaled = tmp_path / "scaled"  # a model whose min_side scales the 48x64 clip past the engines' size
+    shutil.copytree(made["stm"][1], scaled)
+    manifest = json.loads((scaled / "manifest.json").read_text())
+    manifest["config"]["min_side"] = 80
+    (scaled / "manifest.json").write_text(json.dumps(manifest))
+    with OrtBackend(scaled) as backend, pytest.raises(InputError, match="run scaled up to the model's min_side 80"):
+        run_vos(small / "videos" / f"{SEQ}.mp4", small / "Annotations" / "480p" / SEQ / "00000.png",
+                backend, tmp_path / "o4")
     narrow = tmp_path / "narrow"
     shutil.copytree(made["stm"][1], narrow)
     manifest = json.loads((narrow / "manifest.json").read_text())

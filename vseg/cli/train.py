@@ -33,6 +33,7 @@ def train(
     val_data: Annotated[Path | None, typer.Option("--val-data", help="Dataset whose val split gives the periodic J&F.")] = None,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0: at the end only).")] = 0,
     val_size: Annotated[tuple[int, int] | None, typer.Option("--val-size", help="VOS models: validate on frames and masks resized to H W (default: the dataset's size).")] = None,
+    min_side: Annotated[int | None, typer.Option("--min-side", help="VOS models: record in the weights that frames with a shorter side below N run scaled up to N (what --scale-range trained for, e.g. 320 for 160-pixel clips at 1.7 2.3); vseg run, profile and validation then do so.")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="A checkpoint folder or run folder to continue.")] = None,
     init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Start from these weights.")] = None,
     stage_steps: Annotated[tuple[int, int, int] | None, typer.Option("--stage-steps", help="arseg: steps of its three stages: full resolution, low resolution alone, low resolution + CReFF (default 2000 1000 2000).")] = None,
@@ -64,6 +65,8 @@ def train(
         raise VsegError(f"--gate-lr-scale must be > 0, got {gate_lr_scale:g}")
     if scale_range is not None and not 0 < scale_range[0] <= scale_range[1]:
         raise VsegError(f"--scale-range needs 0 < LOW <= HIGH, got {scale_range[0]:g} {scale_range[1]:g}")
+    if min_side is not None and min_side < 0:
+        raise VsegError(f"--min-side needs N >= 0 (0: frames run at their own size), got {min_side}")
     if val_size is not None and min(val_size) < 16:
         raise VsegError(f"--val-size needs H and W of at least 16 pixels, got {val_size[0]} {val_size[1]}")
     if model == "arseg":
@@ -85,7 +88,8 @@ def train(
                       teacher_weights=str(teacher) if teacher else None, teacher_lr=teacher_lr, use_kd=kd, use_smooth=smooth, use_stff=stff,
                       use_discriminator=discriminator, use_adaptive_lr=adaptive_lr,
                       sparsity_weight=sparsity_weight, gate_lr_scale=gate_lr_scale,
-                      model_options=_budget_options(budget_range),
+                      model_options={**_budget_options(budget_range),
+                                     **({"min_side": min_side} if min_side is not None else {})},
                       **({"scale_range": tuple(scale_range)} if scale_range else {}))
     result = train_vos(cfg)
     last = result.validation[-1] if result.validation else None
@@ -122,7 +126,7 @@ _VOS_MODELS = ("stm", "lite", "spvos")
 _OPTION_READERS = {
     "stage_steps": ("arseg",), "lr_from_hr": ("arseg",),
     **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "skip_schedule", "workers", "val_data", "val_every",
-                                      "val_size", "scale_range", "amp", "dice_weight", "freeze_norm_at")},
+                                      "val_size", "min_side", "scale_range", "amp", "dice_weight", "freeze_norm_at")},
     **{name: ("lite",) for name in ("teacher", "teacher_lr", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
     "budget_range": ("spvos",), "sparsity_weight": ("spvos",), "gate_lr_scale": ("spvos",),
 }

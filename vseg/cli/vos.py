@@ -18,6 +18,7 @@ Engines = Annotated[Path | None, typer.Option("--engines", help="ort and trt bac
 MemEvery = Annotated[int, typer.Option("--mem-every", help="Write memory every N frames.")]
 KeepPrevious = Annotated[bool, typer.Option("--keep-previous/--no-keep-previous", help="Keep the previous frame in a temporary memory slot between writes, as STM does (one more encode_value per frame).")]
 SkipAbsent = Annotated[bool, typer.Option("--skip-absent/--no-skip-absent", help="An object reads only the memory frames whose mask shows it, and the first: one that left the picture is looked for where it was seen.")]
+MinSide = Annotated[int | None, typer.Option("--min-side", help="Scale frames whose shorter side is below N up to N before the network, and the masks back (default: the model's, set by vseg train --min-side; 0: never).")]
 Budget = Annotated[float | None, typer.Option("--budget", help="spvos: share of dense work to spend (in the trained range).")]
 DenseEvery = Annotated[int | None, typer.Option("--dense-every", help="spvos: run all-dense at least every N frames.")]
 ClipHeight = Annotated[int, typer.Option("--height", help="Synthetic clip height (an engine folder's size wins).")]
@@ -42,6 +43,7 @@ def run(
     mem_every: MemEvery = 5,
     keep_previous: KeepPrevious = True,
     skip_absent: SkipAbsent = True,
+    min_side: MinSide = None,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after N frames.")] = None,
     budget: Budget = None,
     dense_every: DenseEvery = None,
@@ -62,7 +64,7 @@ def run(
     with open_backend(backend, model, weights=weights, engines=engines) as runner, progress() as bar:
         job = bar.add_task(f"{model} on {video.name}", total=None)
         summary = run_vos(video, mask, runner, out, mem_every=mem_every, keep_previous=keep_previous, budget=budget,
-                          dense_every=dense_every, skip_absent=skip_absent, max_frames=max_frames, overlay=overlay, resume=resume,
+                          dense_every=dense_every, skip_absent=skip_absent, min_side=min_side, max_frames=max_frames, overlay=overlay, resume=resume,
                           on_frame=_frame_progress(bar, job))
     described = summary["backend"]
     console.print(f"wrote {summary['written']} masks to {summary['out']} ({len(summary['objects'])} object(s), "
@@ -136,6 +138,7 @@ def profile(
     mem_every: MemEvery = 5,
     keep_previous: KeepPrevious = True,
     skip_absent: SkipAbsent = True,
+    min_side: MinSide = None,
     budget: Budget = None,
     dense_every: DenseEvery = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Per-frame latency plot (PNG).")] = None,
@@ -148,7 +151,7 @@ def profile(
     with open_backend(backend, model, weights=weights, engines=engines) as runner:
         result = profile_vos(runner, video=video, mask=mask, frames=frames, warmup=warmup, height=height,
                              width=width, mem_every=mem_every, keep_previous=keep_previous, budget=budget,
-                             dense_every=dense_every, skip_absent=skip_absent)
+                             dense_every=dense_every, skip_absent=skip_absent, min_side=min_side)
     described, lat, g = result["backend"], result["latency_ms"], result["gflops"]
     console.print(f"{model} on {backend} ({', '.join(described['providers'])}; {described['device']}), "
                   f"{result['engine_size'][0]}x{result['engine_size'][1]}, {result['objects']} object(s), "

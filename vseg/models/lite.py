@@ -53,6 +53,7 @@ class LiteConfig:
     # Teacher channel counts the Smooth Blocks map to: stm's stride-16 feature and 1/8 skip.
     teacher_feat16: int = _TEACHER.key_widths[2]
     teacher_skip8: int = _TEACHER.key_widths[1]
+    min_side: int = 0  # the shorter frame side the weights work at (0: any), as STMConfig's
 
 
 class STFF(nn.Module):

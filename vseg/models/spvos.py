@@ -276,11 +276,12 @@ class SpVOS(GatedDecoding, STM):
 def spvos_from_stm(stm_model: STM, **options) -> SpVOS:
     """A SpVOS holding all of ``stm_model``'s weights (fresh gates), on its device.
 
-    options: SpVOSConfig gating fields (tile, budget_low, ...); the sizes come from the stm.
+    options: SpVOSConfig gating fields (tile, budget_low, ...) and ``min_side``; the sizes
+    come from the stm.
     """
     if type(stm_model) is not STM:
         raise VsegError(f"spvos starts from stm weights, got a {type(stm_model).__name__} model")
-    config = SpVOSConfig(**dataclasses.asdict(stm_model.config), **options)
+    config = SpVOSConfig(**{**dataclasses.asdict(stm_model.config), **options})
     device = next(stm_model.parameters()).device
     model = SpVOS(config).to(device)
     missing, unexpected = model.load_state_dict(stm_model.state_dict(), strict=False)

@@ -16,6 +16,12 @@ The first frame comes with the user's id mask; ids can be any of 1..255 (e.g. 3 
 the core maps the model's object index (0..K-1) back to them. Frames are padded to a multiple
 of 16, split evenly between the sides, and the outputs cropped back. Engines with a fixed
 number of object slots get the unused ones switched off by ``object_valid``.
+
+Working size: weights trained on frames scaled up (``vseg train --scale-range 1.7 2.3``) expect
+targets that many pixels wide, and lose when run on the small frames themselves. Their model
+config's ``min_side`` (0: none) makes the core scale every frame whose shorter side is below it
+up to it (bilinear; the first mask by nearest neighbour), run the engines at that size, and
+scale the probabilities back (bilinear) before taking the ids. Larger frames run as they are.
 """
 
 from __future__ import annotations
@@ -62,6 +68,17 @@ class StepResult:
         return self.gflops.key
 
 
+def working_size(height: int, width: int, min_side: int) -> tuple[int, int]:
+    """(H, W) a frame of ``height`` x ``width`` runs at: scaled up, keeping its aspect, so that
+    its shorter side is ``min_side`` when it is shorter; as it is otherwise (and for 0)."""
+    short = min(height, width)
+    if min_side <= short:
+        return height, width
+    scale = min_side / short
+    # The shorter side lands on min_side exactly; the longer one keeps the aspect ratio.
+    return (min_side, round(width * scale)) if height == short else (round(height * scale), min_side)
+
+
 class InferenceCore:
     """Runs one video through a backend's engines, frame by frame (see the module docstring).
 
@@ -71,17 +88,22 @@ class InferenceCore:
     (budget and dense_every for spvos only), or pass a ready ``policy``. skip_absent: each
     object reads only the memory frames whose mask shows it, and the first (needs a decode
     engine with a per-object ``mem_valid`` [1, K, T]; an older engine folder reads them all).
+    min_side: the working size's shorter side (module docstring); None takes the model
+    config's, 0 runs every frame at its own size.
     """
 
     def __init__(self, engine, mem_every: int = 5, capacity: int = 8, budget: float | None = None,
                  dense_every: int | None = None, policy: MemoryPolicy | None = None,
-                 keep_previous: bool = True, skip_absent: bool = True) -> None:
+                 keep_previous: bool = True, skip_absent: bool = True, min_side: int | None = None) -> None:
         self.backend: Backend = engine if isinstance(engine, Backend) else TorchBackend(engine)
         self.backend.activate()
         self.policy = policy or make_policy(self.backend.model_name, self.backend.model_config, mem_every,
                                             budget, dense_every, keep_previous)
         self.capacity = capacity
         self.skip_absent = skip_absent
+        self.min_side = int(self.backend.model_config.get("min_side", 0)) if min_side is None else int(min_side)
+        if self.min_side < 0:
+            raise ValueError(f"min_side must be 0 or more, got {self.min_side}")
         self._per_object_valid = True  # the decode engine takes mem_valid [1, K, T] (set on bind)
         self.object_ids: tuple[int, ...] = ()
         self.geometry: Geometry | None = None
@@ -89,9 +111,11 @@ class InferenceCore:
         self.costs: list[FrameGflops] = []
         self.kinds: list[str] = []
         self._size: tuple[int, int] | None = None  # (H, W) of the video
+        self._work: tuple[int, int] | None = None  # (H, W) the engines see, before padding
         self._pad = (0, 0, 0, 0)  # left, right, top, bottom, as F.pad takes them
         self._id_lookup: torch.Tensor | None = None  # model index + 1 -> user id, [K+1] uint8
         self._object_valid: torch.Tensor | None = None  # [1, K] bool
+        self._first_output: tuple[torch.Tensor, np.ndarray] | None = None  # frame 0's (probabilities, ids)
 
     @property
     def frame_index(self) -> int:
@@ -136,7 +160,7 @@ class InferenceCore:
             self.policy.after_frame(plan, outputs, probs, state)
             state.set("frame_index", index + 1)
             gflops = self.policy.frame_gflops(plan, outputs)
-            probabilities, ids = self._crop(probs)
+            probabilities, ids = self._crop(probs) if first_probs is None else self._first_output
         except BaseException:
             state.discard()
             raise
@@ -157,13 +181,16 @@ class InferenceCore:
             x = x.permute(2, 0, 1)
         h, w = int(x.shape[1]), int(x.shape[2])
         if index == 0:
-            pad_h, pad_w = -h % STRIDE, -w % STRIDE
+            self._size = (h, w)
+            self._work = working_size(h, w, self.min_side)
+            pad_h, pad_w = -self._work[0] % STRIDE, -self._work[1] % STRIDE
             # Split the padding between both sides so the content stays centred.
             self._pad = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
-            self._size = (h, w)
         elif (h, w) != self._size:
             raise InputError(f"frame {index} is {h}x{w} but the video started at {self._size[0]}x{self._size[1]}")
         image = x.to(self.backend.device, torch.float32).unsqueeze(0) / 255.0
+        if self._work != self._size:
+            image = F.interpolate(image, size=self._work, mode="bilinear", align_corners=False).clamp_(0, 1)
         return F.pad(image, self._pad)
 
     def _start_video(self, mask, object_ids, mask_name: str) -> torch.Tensor:
@@ -184,9 +211,15 @@ class InferenceCore:
             raise InputError(f"{mask_name}: the mask has no objects (all background)")
         if max(chosen) > 255 or min(chosen) < 1:
             raise InputError(f"{mask_name}: object ids must be 1..255, got {chosen}")
-        hp = self._size[0] + self._pad[2] + self._pad[3]
-        wp = self._size[1] + self._pad[0] + self._pad[1]
-        self.geometry = self.backend.bind(Geometry(hp, wp, len(chosen), self.capacity))
+        hp = self._work[0] + self._pad[2] + self._pad[3]
+        wp = self._work[1] + self._pad[0] + self._pad[1]
+        try:
+            self.geometry = self.backend.bind(Geometry(hp, wp, len(chosen), self.capacity))
+        except InputError as e:
+            if self._work == self._size:
+                raise
+            raise InputError(f"{e} (the {self._size[0]}x{self._size[1]} frames run scaled up to the model's "
+                             f"min_side {self.min_side}; --min-side 0 runs them at their own size)") from None
         device = self.backend.device
         specs = {e: self.backend.input_specs(e) for e in ENGINES}
         self._per_object_valid = len(specs["decode"]["mem_valid"].shape) == 3
@@ -202,7 +235,13 @@ class InferenceCore:
         slots = self.geometry.objects  # the engines' object slots; the unused ones stay empty
         self._object_valid = (torch.arange(slots) < len(chosen)).unsqueeze(0).to(device)
         ids = ids.to(device)
-        objects = torch.zeros(1, slots, *self._size, device=device)
+        # Frame 0's output is the given mask itself, not its round trip through the working size.
+        given = torch.stack([ids == v for v in chosen]).float()  # [K, H, W]
+        given = torch.cat([1 - given.sum(0, keepdim=True), given]).cpu()
+        self._first_output = (given, self._id_lookup[given.argmax(0)].numpy())
+        if self._work != self._size:  # ids must not blend
+            ids = F.interpolate(ids[None, None].float(), size=self._work, mode="nearest-exact")[0, 0].to(ids.dtype)
+        objects = torch.zeros(1, slots, *self._work, device=device)
         for k, v in enumerate(chosen):
             objects[0, k] = (ids == v).float()
         objects = F.pad(objects, self._pad)  # padding is background
@@ -231,10 +270,14 @@ class InferenceCore:
     # -- output ------------------------------------------------------------------------------
 
     def _crop(self, probs: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """Padded probabilities -> (probabilities [K+1, H, W] of the tracked objects, user ids)."""
+        """Padded probabilities at the working size -> (probabilities [K+1, H, W] of the tracked
+        objects at the video's size, user ids)."""
         left, _, top, _ = self._pad
-        h, w = self._size
-        cropped = probs[0, :1 + len(self.object_ids), top:top + h, left:left + w].float().cpu()
+        h, w = self._work
+        cropped = probs[:, :1 + len(self.object_ids), top:top + h, left:left + w].float()
+        if self._work != self._size:
+            cropped = F.interpolate(cropped, size=self._size, mode="bilinear", align_corners=False)
+        cropped = cropped[0].cpu()
         return cropped, self._id_lookup[cropped.argmax(0)].numpy()
 
     # -- summary -----------------------------------------------------------------------------
@@ -247,6 +290,7 @@ class InferenceCore:
         realized = sum(c.realized for c in self.costs)
         return {
             "frames": n, "objects": list(self.object_ids),
+            "working_size": list(self._work) if self._work else None, "min_side": self.min_side,
             "engine_size": [self.geometry.height, self.geometry.width] if self.geometry else None,
             "object_slots": self.geometry.objects if self.geometry else None,
             "memory_capacity": self.geometry.capacity if self.geometry else None,

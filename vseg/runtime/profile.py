@@ -91,7 +91,8 @@ class _Clip:
 def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str | Path | None = None,
                 frames: int = 60, warmup: int = 5, height: int = 240, width: int = 432, mem_every: int = 5,
                 keep_previous: bool = True, budget: float | None = None, dense_every: int | None = None,
-                max_objects: int | None = None, seed: int = 0, skip_absent: bool = True) -> dict:
+                max_objects: int | None = None, seed: int = 0, skip_absent: bool = True,
+                min_side: int | None = None) -> dict:
     """Profile ``backend`` (active) on ``video`` or a synthetic clip; returns a JSON-ready dict.
 
     frames: frames measured per pass (at most the video's length); warmup: frames run first and
@@ -106,7 +107,7 @@ def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str 
         if not present:
             raise InputError(f"{mask}: the mask has no objects (all background)")
         options = {"mem_every": mem_every, "keep_previous": keep_previous, "budget": budget,
-                   "dense_every": dense_every, "skip_absent": skip_absent}
+                   "dense_every": dense_every, "skip_absent": skip_absent, "min_side": min_side}
         limits = [n for n in (max_objects, backend.static_objects) if n is not None]
         tracked = present[:min(limits, default=len(present))]
 

@@ -92,6 +92,7 @@ def run_record(video: Path, mask: Path, backend: Backend, core: InferenceCore) -
         "model": backend.model_name, "config": backend.model_config, "weights": backend.weights_id(),
         "backend": backend.name, "engines": description.get("engines"),
         "policy": core.policy.options(), "capacity": core.capacity, "skip_absent": core.skip_absent,
+        "min_side": core.min_side,
     }
 
 
@@ -122,13 +123,14 @@ def _clear_earlier_run(out_dir: Path) -> int:
 
 def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str | Path, *, mem_every: int = 5,
             keep_previous: bool = True, capacity: int = 8, budget: float | None = None, dense_every: int | None = None,
-            skip_absent: bool = True, max_frames: int | None = None, overlay: str | Path | None = None, resume: bool = False,
+            skip_absent: bool = True, min_side: int | None = None, max_frames: int | None = None, overlay: str | Path | None = None, resume: bool = False,
             on_frame: Callable[[int, int | None], None] | None = None) -> dict:
     """Segment ``video`` from the first-frame ``mask`` through ``backend``; returns a summary dict.
 
     mem_every / keep_previous / budget / dense_every: the scheduler policy's options (budget
     and dense_every for spvos); capacity: memory slots (an engine folder's own count wins);
-    skip_absent: objects read only the memory frames that show them. overlay: also write
+    skip_absent: objects read only the memory frames that show them; min_side: scale smaller
+    frames up to this shorter side (None: the model's, see InferenceCore). overlay: also write
     the masks blended on the video to this mp4. resume: continue an interrupted run (see the
     module docstring). on_frame(index, total) is called after each frame is written (total may
     be None). A mask whose size differs from the video, an empty mask, a mask with colours
@@ -139,7 +141,7 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
     if not ids.any():
         raise InputError(f"{mask}: the mask has no objects (all background)")
     core = InferenceCore(backend, mem_every=mem_every, capacity=capacity, budget=budget, dense_every=dense_every,
-                         keep_previous=keep_previous, skip_absent=skip_absent)
+                         keep_previous=keep_previous, skip_absent=skip_absent, min_side=min_side)
     with VideoSource(video, motion_vectors=False) as source:
         if (source.height, source.width) != ids.shape:
             raise InputError(f"{mask}: mask is {ids.shape[0]}x{ids.shape[1]} but {video} is "

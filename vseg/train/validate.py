@@ -28,11 +28,12 @@ Predictor = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
 
 def segment_sequence(model: MemoryNetwork, frames: np.ndarray, first_mask: np.ndarray,
                      mem_every: int = 5, capacity: int = 8, keep_previous: bool = True,
-                     skip_absent: bool = True) -> np.ndarray:
+                     skip_absent: bool = True, min_side: int | None = None) -> np.ndarray:
     """Run ``model`` over one video: frames uint8 [T, H, W, 3], first_mask uint8 [H, W] ids ->
-    predicted ids uint8 [T, H, W] (frame 0 is the given mask)."""
+    predicted ids uint8 [T, H, W] (frame 0 is the given mask). min_side: InferenceCore's
+    (None: the model config's)."""
     core = InferenceCore(model, mem_every=mem_every, capacity=capacity, keep_previous=keep_previous,
-                         skip_absent=skip_absent)
+                         skip_absent=skip_absent, min_side=min_side)
     out = np.empty(frames.shape[:3], np.uint8)
     for t in range(len(frames)):
         out[t] = core.step(frames[t], first_mask if t == 0 else None).ids
@@ -50,11 +51,11 @@ def _frames_at(frames: np.ndarray, masks: np.ndarray, size: tuple[int, int] | No
 def validate_vos(model: MemoryNetwork | Predictor, dataset_root: str | Path, split: str = "val",
                  max_sequences: int | None = None, size: tuple[int, int] | None = None,
                  mem_every: int = 5, capacity: int = 8, keep_previous: bool = True,
-                 skip_absent: bool = True) -> dict:
+                 skip_absent: bool = True, min_side: int | None = None) -> dict:
     """J&F of ``model`` on the ``split`` sequences of a DAVIS/YouTube-VOS folder.
 
     model: a VOS model (run through InferenceCore with ``mem_every`` / ``capacity`` /
-    ``keep_previous`` / ``skip_absent``) or any
+    ``keep_previous`` / ``skip_absent`` / ``min_side``) or any
     :data:`Predictor`. size: (h, w) to resize frames (bilinear) and annotations (nearest) to
     before running and scoring; None keeps the dataset's size. Every frame of a sequence must
     be annotated (the DAVIS protocol scores all of them).
@@ -71,7 +72,7 @@ def validate_vos(model: MemoryNetwork | Predictor, dataset_root: str | Path, spl
         raise InputError(f"{dataset_root}: split {split!r} has no sequences")
     if isinstance(model, MemoryNetwork):
         def predict(name: str, frames: np.ndarray, first: np.ndarray) -> np.ndarray:
-            return segment_sequence(model, frames, first, mem_every, capacity, keep_previous, skip_absent)
+            return segment_sequence(model, frames, first, mem_every, capacity, keep_previous, skip_absent, min_side)
     else:
         predict = model
     scores = []
