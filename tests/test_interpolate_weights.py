@@ -1,4 +1,5 @@
-"""scripts/interpolate_weights.py: the mix of two weight files of one model, and its refusals."""
+"""scripts/interpolate_weights.py: the mix of two weight files of one model, and its refusals;
+scripts/set_min_side.py: a working size written into a file without touching its tensors."""
 
 import subprocess
 import sys
@@ -55,3 +56,19 @@ def test_script_writes_fp16_weights_and_errors_in_one_line(two_stms, tmp_path):
                             check=False)
     assert failed.returncode == 2 and failed.stderr.startswith("error:") and "Traceback" not in failed.stderr
     assert not (tmp_path / "x.safetensors").exists()
+
+
+SET_MIN_SIDE = SCRIPT.with_name("set_min_side.py")
+
+
+def test_set_min_side_changes_the_config_and_no_tensor(two_stms, tmp_path):
+    out = tmp_path / "scaled.safetensors"
+    r = subprocess.run([sys.executable, str(SET_MIN_SIDE), str(two_stms[0]), "--min-side", "320", "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert load_model(out).config.min_side == 320 and load_model(two_stms[0]).config.min_side == 0
+    before, after = load_file(two_stms[0]), load_file(out)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    r = subprocess.run([sys.executable, str(SET_MIN_SIDE), str(tmp_path / "none.safetensors"), "--min-side", "320",
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such weights file" in r.stderr

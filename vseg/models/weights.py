@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from vseg.errors import InputError, VsegError
-from vseg.models.registry import load_model, model_name
+from vseg.models.registry import build_model, load_model, model_name
 from vseg.models.spvos import SpVOS, spvos_from_stm
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -60,3 +61,18 @@ def interpolate_weights(start: str | Path, end: str | Path, t: float):
              for name, tensor in a.state_dict().items()}
     a.float().load_state_dict(mixed)
     return a.eval()
+
+
+def with_min_side(weights: str | Path, min_side: int):
+    """The model of ``weights`` with ``min_side`` (the working size's shorter side, see
+    vseg.runtime.inference_core) set in its config and every tensor unchanged; fp32, eval mode.
+
+    For weights trained at a scale (``vseg train --scale-range``) without ``--min-side``."""
+    if min_side < 0:
+        raise VsegError(f"min_side must be 0 or more, got {min_side}")
+    model = load_model(weights)
+    if not hasattr(model.config, "min_side"):
+        raise InputError(f"{weights}: a {model_name(model)!r} model has no working size (VOS models only)")
+    rebuilt = build_model(model_name(model), config=dataclasses.replace(model.config, min_side=min_side))
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.float().eval()
