@@ -13,17 +13,18 @@
 # shipped stm, empty for random initialisation), CLIPS (fresh training clips, seed 5: the shipped
 # stm has seen seeds 1 and 4; fresh clips were worth far more than passes over the same ones),
 # CLIP_LEN, MAX_SKIP and SKIP_SCHEDULE (training clips; e.g. SKIP_SCHEDULE=0.1:12,0.7:5 for a
-# curriculum: --max-skip first, 12 from 10% of the steps, 5 from 70%), SCALE_RANGE and VAL_SIZE
-# ("LOW HIGH" and "H W": train on clips resized by a factor from that range, validate and score the
-# held-out set at that size; e.g. SCALE_RANGE="1.7 2.3" VAL_SIZE="320 576" trains at twice the
-# scale, where BENCHMARKS.md's error breakdown finds masks reconstructed 6-10 J better), CALL_SECONDS (time this call may use), DATA, RUN, OUT. Training runs in bfloat16 autocast (--amp) with a soft Dice term added to the CE.
+# curriculum: --max-skip first, 12 from 10% of the steps, 5 from 70%), SCALE_RANGE and MIN_SIDE
+# ("LOW HIGH" and N: train on clips resized by a factor from that range, and record in the weights
+# that frames with a shorter side under N run scaled up to N, so validation and the held-out score
+# run that way too; e.g. SCALE_RANGE="1.7 2.3" MIN_SIDE=320 trains at twice the scale, as the stm
+# shipped since session 17 was; BENCHMARKS.md, "Twice the scale"), CALL_SECONDS (time this call may use), DATA, RUN, OUT. Training runs in bfloat16 autocast (--amp) with a soft Dice term added to the CE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 steps=${STEPS:-12000} batch=${BATCH:-8} lr=${LR:-5e-4} workers=${WORKERS:-8} dice=${DICE:-1.0}
 clips=${CLIPS:-4000} clip_len=${CLIP_LEN:-3} max_skip=${MAX_SKIP:-5} skip_schedule=${SKIP_SCHEDULE:-}
-scale_range=${SCALE_RANGE:-} val_size=${VAL_SIZE:-}
+scale_range=${SCALE_RANGE:-} min_side=${MIN_SIDE:-}
 init=${INIT-vseg/weights/stm.safetensors}
 call_seconds=${CALL_SECONDS:-540}
 data=${DATA:-runs/gpu-data} run=${RUN:-runs/gpu-stm} out=${OUT:-runs/gpu-out}
@@ -45,9 +46,8 @@ if [ ! -f "$run/stm.safetensors" ]; then
   if [ -n "$init" ]; then from_args=(--init-weights "$init"); fi
   if compgen -G "$run/checkpoints/step_*" > /dev/null; then from_args+=(--resume "$run"); fi
   if [ -n "$skip_schedule" ]; then from_args+=(--skip-schedule "$skip_schedule"); fi
-  # shellcheck disable=SC2206  # "H W" and "LOW HIGH" split into two arguments on purpose
-  if [ -n "$val_size" ]; then from_args+=(--val-size $val_size); fi
-  # shellcheck disable=SC2206
+  if [ -n "$min_side" ]; then from_args+=(--min-side "$min_side"); fi
+  # shellcheck disable=SC2206  # "LOW HIGH" splits into two arguments on purpose
   if [ -n "$scale_range" ]; then from_args+=(--scale-range $scale_range); fi
   set +e
   timeout "$left" $py -m vseg train --model stm --data "$data/seed5" --steps "$steps" --batch-size "$batch" \
@@ -60,14 +60,13 @@ if [ ! -f "$run/stm.safetensors" ]; then
   [ "$rc" -eq 0 ] || exit "$rc"
 fi
 
-$py - "$run/stm.safetensors" "$data/seed2" "$out/heldout.json" "$val_size" <<'EOF'
+$py - "$run/stm.safetensors" "$data/seed2" "$out/heldout.json" <<'EOF'
 import sys
 from vseg.jsonio import write_json
 from vseg.models.weights import load_named_model
 from vseg.train import validate_vos
-weights, data, out, size = sys.argv[1:]
-size = tuple(int(v) for v in size.split()) or None
-scores = validate_vos(load_named_model("stm", weights), data, split="val", size=size)
+weights, data, out = sys.argv[1:]
+scores = validate_vos(load_named_model("stm", weights), data, split="val")  # at the weights' min_side
 write_json(out, {k: scores[k] for k in ("J&F", "J", "F", "num_sequences", "num_objects", "sequences")})
 print(f"held-out seed-2 J&F {scores['J&F']:.2f} (J {scores['J']:.2f}, F {scores['F']:.2f})")
 EOF
