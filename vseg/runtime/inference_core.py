@@ -115,7 +115,6 @@ class InferenceCore:
         self._pad = (0, 0, 0, 0)  # left, right, top, bottom, as F.pad takes them
         self._id_lookup: torch.Tensor | None = None  # model index + 1 -> user id, [K+1] uint8
         self._object_valid: torch.Tensor | None = None  # [1, K] bool
-        self._first_output: tuple[torch.Tensor, np.ndarray] | None = None  # frame 0's (probabilities, ids)
 
     @property
     def frame_index(self) -> int:
@@ -144,7 +143,7 @@ class InferenceCore:
         if index > 0 and mask is not None:
             raise ValueError("a mask is only taken on the first frame")
         image = self._prepare_frame(frame, index)
-        first_probs = self._start_video(mask, object_ids, mask_name) if index == 0 else None
+        first_probs, first_output = self._start_video(mask, object_ids, mask_name) if index == 0 else (None, None)
         state = self.state
         state.begin()
         try:
@@ -160,7 +159,7 @@ class InferenceCore:
             self.policy.after_frame(plan, outputs, probs, state)
             state.set("frame_index", index + 1)
             gflops = self.policy.frame_gflops(plan, outputs)
-            probabilities, ids = self._crop(probs) if first_probs is None else self._first_output
+            probabilities, ids = self._crop(probs) if first_output is None else first_output
         except BaseException:
             state.discard()
             raise
@@ -193,9 +192,11 @@ class InferenceCore:
             image = F.interpolate(image, size=self._work, mode="bilinear", align_corners=False).clamp_(0, 1)
         return F.pad(image, self._pad)
 
-    def _start_video(self, mask, object_ids, mask_name: str) -> torch.Tensor:
+    def _start_video(self, mask, object_ids, mask_name: str) -> tuple[torch.Tensor, tuple[torch.Tensor, np.ndarray]]:
         """First frame: read the mask, bind the engines' shapes, start the state. Returns the
-        mask as probabilities [1, K+1, Hp, Wp] over the engines' K object slots."""
+        mask as probabilities [1, K+1, Hp, Wp] over the engines' K object slots (padded, at the
+        working size), and frame 0's output (probabilities [K+1, H, W] of the tracked objects,
+        user ids) at the video's size."""
         ids = (mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask)))
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:
             raise InputError(f"{mask_name}: a mask must hold integer object ids, got {ids.dtype}")
@@ -235,17 +236,17 @@ class InferenceCore:
         slots = self.geometry.objects  # the engines' object slots; the unused ones stay empty
         self._object_valid = (torch.arange(slots) < len(chosen)).unsqueeze(0).to(device)
         ids = ids.to(device)
-        # Frame 0's output is the given mask itself, not its round trip through the working size.
-        given = torch.stack([ids == v for v in chosen]).float()  # [K, H, W]
-        given = torch.cat([1 - given.sum(0, keepdim=True), given]).cpu()
-        self._first_output = (given, self._id_lookup[given.argmax(0)].numpy())
-        if self._work != self._size:  # ids must not blend
-            ids = F.interpolate(ids[None, None].float(), size=self._work, mode="nearest-exact")[0, 0].to(ids.dtype)
-        objects = torch.zeros(1, slots, *self._work, device=device)
+        objects = torch.zeros(1, slots, *self._size, device=device)
         for k, v in enumerate(chosen):
             objects[0, k] = (ids == v).float()
+        # Frame 0's output is the given mask itself, not its round trip through the working size.
+        given = objects[0, :len(chosen)].cpu()
+        given = torch.cat([1 - given.sum(0, keepdim=True), given])
+        if self._work != self._size:  # nearest neighbour: object masks must not blend
+            objects = F.interpolate(objects, size=self._work, mode="nearest-exact")
         objects = F.pad(objects, self._pad)  # padding is background
-        return torch.cat([1 - objects.sum(1, keepdim=True), objects], dim=1)
+        return torch.cat([1 - objects.sum(1, keepdim=True), objects], dim=1), \
+            (given, self._id_lookup[given.argmax(0)].numpy())
 
     # -- engines -----------------------------------------------------------------------------
 
