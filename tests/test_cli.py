@@ -120,6 +120,10 @@ def test_train_writes_weights_that_run_loads(tmp_path):
     assert read_mask(tmp_path / "pred" / "00003.png")[0].shape == (64, 96)
     ran = json.loads((tmp_path / "run.json").read_text())
     assert ran["working_size"] == [80, 120] and ran["engine_size"] == [80, 128]  # the weights' min_side
+    r = vseg("run", str(tmp_path / "data" / "videos" / f"{seq}.mp4"), "--mask",
+             str(tmp_path / "data" / "Annotations" / "480p" / seq / "00000.png"), "--weights", str(weights),
+             "--out", str(tmp_path / "pred2"), "--min-side", "-1")
+    assert "min_side must be 0 or more" in _one_error_line(r)
 
 
 def test_train_spvos_takes_its_budget_range(tmp_path):
@@ -170,6 +174,8 @@ def test_train_lite_freezes_a_given_teacher_with_teacher_lr_0(tmp_path):
     assert r.returncode != 0 and "max-skip schedule needs ascending" in _one_error_line(r)
     r = vseg("train", "--model", "stm", *common, "--scale-range", "2", "1")
     assert r.returncode != 0 and "--scale-range needs 0 < LOW <= HIGH" in _one_error_line(r)
+    r = vseg("train", "--model", "stm", *common, "--min-side", "-1")
+    assert "--min-side needs N >= 0" in _one_error_line(r)
     r = vseg("train", "--model", "stm", *common, "--val-size", "8", "96")
     assert r.returncode != 0 and "--val-size needs" in _one_error_line(r)
     r = vseg("train", "--model", "arseg", *common, "--scale-range", "1", "2")

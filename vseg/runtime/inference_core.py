@@ -103,7 +103,7 @@ class InferenceCore:
         self.skip_absent = skip_absent
         self.min_side = int(self.backend.model_config.get("min_side", 0)) if min_side is None else int(min_side)
         if self.min_side < 0:
-            raise ValueError(f"min_side must be 0 or more, got {self.min_side}")
+            raise InputError(f"min_side must be 0 or more (0: frames run at their own size), got {self.min_side}")
         self._per_object_valid = True  # the decode engine takes mem_valid [1, K, T] (set on bind)
         self.object_ids: tuple[int, ...] = ()
         self.geometry: Geometry | None = None
