@@ -287,6 +287,27 @@ def test_half_weights_load_as_float32(data, tmp_path):
     assert next(load_model(result.weights).parameters()).dtype == torch.float32
 
 
+def test_init_weights_carry_their_config_and_options_override_it(data, tmp_path):
+    """Continuing a file keeps its widths and working size (no size-mismatch traceback for a
+    non-default one); --min-side (model_options) still replaces the working size; weights that
+    do not fit an option are one InputError."""
+    from vseg.errors import InputError
+    from vseg.models.registry import save_model
+
+    torch.manual_seed(0)
+    tiny = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths": (16, 16, 16), "min_side": 96}
+    start = save_model(build_model("stm", **tiny), tmp_path / "tiny.safetensors")
+    kept = load_model(train_vos(small_config(data, tmp_path / "a", steps=1, crop=SMALL_CROP,
+                                             init_weights=str(start))).weights)
+    assert (kept.config.key_widths, kept.config.decoder_widths, kept.config.min_side) == ((8, 16, 16), (16, 16, 16), 96)
+    replaced = load_model(train_vos(small_config(data, tmp_path / "b", steps=1, crop=SMALL_CROP,
+                                                 init_weights=str(start), model_options={"min_side": 0})).weights)
+    assert replaced.config.min_side == 0 and replaced.config.key_widths == (8, 16, 16)
+    with pytest.raises(InputError, match="do not fit"):
+        train_vos(small_config(data, tmp_path / "c", steps=1, crop=SMALL_CROP, init_weights=str(start),
+                               model_options={"decoder_widths": (8, 8, 8)}))
+
+
 # ---------------------------------------------------------------- validation
 
 

@@ -35,7 +35,7 @@ def train(
     val_size: Annotated[tuple[int, int] | None, typer.Option("--val-size", help="VOS models: validate on frames and masks resized to H W (default: the dataset's size).")] = None,
     min_side: Annotated[int | None, typer.Option("--min-side", help="VOS models: record in the weights that frames with a shorter side below N run scaled up to N (what --scale-range trained for, e.g. 320 for 160-pixel clips at 1.7 2.3); vseg run, profile and validation then do so.")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="A checkpoint folder or run folder to continue.")] = None,
-    init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Start from these weights.")] = None,
+    init_weights: Annotated[Path | None, typer.Option("--init-weights", help="Start from these weights and their model config (widths, working size); --min-side overrides theirs.")] = None,
     stage_steps: Annotated[tuple[int, int, int] | None, typer.Option("--stage-steps", help="arseg: steps of its three stages: full resolution, low resolution alone, low resolution + CReFF (default 2000 1000 2000).")] = None,
     lr_from_hr: Annotated[bool, typer.Option("--lr-from-hr/--keep-lr", help="arseg: start phase 2 with the LR branch copied from hr, or keep --init-weights' LR branch (to continue phase 2).")] = True,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="VOS models: bfloat16 autocast (CUDA; on a CPU it depends on the host: measure with benchmarks/train_step_speed.py).")] = False,

@@ -95,15 +95,21 @@ class VOSTrainer:
         self.base_lrs = {"model": cfg.lr, "teacher": self.teacher_lr, "discriminator": cfg.discriminator_lr}
 
     def _initial_model(self, name: str, options: dict) -> MemoryNetwork:
-        model = build_model(name, **options)
-        if self.cfg.init_weights:
-            start = load_model(self.cfg.init_weights)
-            if model_name(start) != name:
-                raise InputError(f"{self.cfg.init_weights}: holds a {model_name(start)} model, not {name}")
+        """A fresh model, or one continuing ``init_weights``: built with their config (widths,
+        working size...), ``options`` overriding it, then loaded with their tensors."""
+        if not self.cfg.init_weights:
+            return build_model(name, **options)
+        start = load_model(self.cfg.init_weights)
+        if model_name(start) != name:
+            raise InputError(f"{self.cfg.init_weights}: holds a {model_name(start)} model, not {name}")
+        model = build_model(name, config=start.config, **options)
+        try:
             # Missing keys are fine (e.g. deployed lite weights lack the training-only parts).
             _, unexpected = model.load_state_dict(start.state_dict(), strict=False)
-            if unexpected:
-                raise InputError(f"{self.cfg.init_weights}: weights do not fit this {name} configuration")
+        except RuntimeError:  # a tensor of another shape: an option changed a width
+            unexpected = True
+        if unexpected:
+            raise InputError(f"{self.cfg.init_weights}: weights do not fit this {name} configuration")
         return model
 
     def _initial_spvos(self) -> MemoryNetwork:
