@@ -32,6 +32,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -142,13 +143,17 @@ def run(cmd: list[str], label: str, timeout: float | None = None, log: Path | No
     ran out first (the child is killed: training checkpoints are written atomically, so the next
     call resumes from the newest). A failure is one error line and exit 1."""
     print("+", " ".join(cmd), flush=True)
+    # Its own process group, so that stopping it also stops its data-loading workers (they hold
+    # the output pipe open).
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+                            start_new_session=True)
     stopped = threading.Event()
 
     def stop() -> None:
         stopped.set()
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
     timer = threading.Timer(max(0.0, timeout), stop) if timeout is not None else None
     if timer:
