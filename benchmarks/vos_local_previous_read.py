@@ -49,9 +49,9 @@ def install() -> None:
     cache: dict[tuple, torch.Tensor] = {}
 
     def local_decode(self, key_out, plan, state):
-        written = state.memory.front._frame_index  # frame held by each slot, -1 = empty
-        newest = max(range(len(written)), key=written.__getitem__)
-        _probe["slot"] = newest if newest != 0 and written[newest] == plan.index - 1 else None
+        memory = state.memory.front
+        newest = memory.oldest_to_newest()[-1]
+        _probe["slot"] = newest if newest != 0 and memory.frame_indices[newest] == plan.index - 1 else None
         try:
             return decode(self, key_out, plan, state)
         finally:

@@ -115,8 +115,9 @@ def train_command(args: argparse.Namespace, extra: list[str], data: Path, run_di
            "--workers", str(args.workers), "--checkpoint-every", "250",
            "--run-dir", str(run_dir), "--out", str(run_dir / f"{args.model}.safetensors"),
            "--json", str(run_dir / "train.json")]
-    if start_weights(args):
-        cmd += ["--init-weights", str(start_weights(args))]
+    start = start_weights(args)
+    if start:
+        cmd += ["--init-weights", str(start)]
     if args.model == "lite":
         cmd += ["--teacher", str(args.teacher or shipped("stm")), "--teacher-lr", "0", "--no-adaptive-lr"]
     if args.scale_range:
