@@ -40,6 +40,7 @@ def train(
     lr_from_hr: Annotated[bool, typer.Option("--lr-from-hr/--keep-lr", help="arseg: start phase 2 with the LR branch copied from hr, or keep --init-weights' LR branch (to continue phase 2).")] = True,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="VOS models: bfloat16 autocast (CUDA; on a CPU it depends on the host: measure with benchmarks/train_step_speed.py).")] = False,
     dice_weight: Annotated[float, typer.Option("--dice-weight", help="VOS models: weight of the soft Dice loss added to the cross-entropy.")] = 0.0,
+    ema: Annotated[float, typer.Option("--ema", help="VOS models: ship and validate an exponential moving average of the weights with this decay (e.g. 0.999; 0: the last step's weights).")] = 0.0,
     freeze_norm_at: Annotated[float | None, typer.Option("--freeze-norm-at", help="Recalibrate and freeze BatchNorm at this fraction of the steps (e.g. 0.5).")] = None,
     teacher: Annotated[Path | None, typer.Option("--teacher", help="lite: trained stm weights (default: train the teacher jointly).")] = None,
     teacher_lr: Annotated[float | None, typer.Option("--teacher-lr", help="lite: the teacher's learning rate (default: 0.1 x --lr with --teacher, else --lr); 0 freezes it.")] = None,
@@ -84,7 +85,7 @@ def train(
                       num_workers=workers, amp=amp, dice_weight=dice_weight,
                       val_data=str(val_data) if val_data else None, val_every=val_every,
                       resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,
-                      freeze_norm_at=freeze_norm_at,
+                      freeze_norm_at=freeze_norm_at, ema_decay=ema,
                       teacher_weights=str(teacher) if teacher else None, teacher_lr=teacher_lr, use_kd=kd, use_smooth=smooth, use_stff=stff,
                       use_discriminator=discriminator, use_adaptive_lr=adaptive_lr,
                       sparsity_weight=sparsity_weight, gate_lr_scale=gate_lr_scale,
@@ -126,7 +127,7 @@ _VOS_MODELS = ("stm", "lite", "spvos")
 _OPTION_READERS = {
     "stage_steps": ("arseg",), "lr_from_hr": ("arseg",),
     **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "skip_schedule", "workers", "val_data", "val_every",
-                                      "val_size", "min_side", "scale_range", "amp", "dice_weight", "freeze_norm_at")},
+                                      "val_size", "min_side", "scale_range", "amp", "dice_weight", "freeze_norm_at", "ema")},
     **{name: ("lite",) for name in ("teacher", "teacher_lr", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
     "budget_range": ("spvos",), "sparsity_weight": ("spvos",), "gate_lr_scale": ("spvos",),
 }

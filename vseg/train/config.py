@@ -41,6 +41,9 @@ class TrainConfig:
     step_milestones: tuple[float, ...] = (0.8,)  # fractions of `steps`
     step_gamma: float = 0.1
     grad_clip: float = 3.0
+    # > 0: keep an exponential moving average of the weights with this decay (e.g. 0.999) and
+    # ship and validate it instead of the last step's weights (see train/ema.py)
+    ema_decay: float = 0.0
     # BatchNorm: recalibrate over norm_calibration_batches fresh clips and freeze at this fraction
     # of `steps` (None: never), so training ends with the statistics inference uses (see train/norm.py)
     freeze_norm_at: float | None = None

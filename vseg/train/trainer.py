@@ -18,6 +18,7 @@ from vseg.models.spvos import spvos_training_step
 from vseg.models.stm import KeyFeatures, MemoryNetwork
 from vseg.models.weights import load_spvos
 from vseg.train.config import TrainConfig, hard_pixel_fraction, lr_factor
+from vseg.train.ema import WeightAverage
 from vseg.train.losses import clip_task_loss, encode_clip_keys, rollout_clip
 from vseg.train.norm import freeze_batchnorm, recalibrate_batchnorm
 
@@ -81,6 +82,7 @@ class VOSTrainer:
         else:
             raise VsegError(f"cannot train model {cfg.model!r} here (stm, lite or spvos)")
         self.model.to(device).train()
+        self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         student_params = self.model.student_parameters() if cfg.model == "lite" else list(self.model.parameters())
         if self.adapters is not None:
             student_params += list(self.adapters.parameters())
@@ -137,8 +139,13 @@ class VOSTrainer:
 
     @property
     def modules(self) -> dict[str, nn.Module]:
-        found = {"model": self.model, "teacher": self.teacher, "adapters": self.adapters}
+        found = {"model": self.model, "teacher": self.teacher, "adapters": self.adapters, "ema": self.ema}
         return {k: v for k, v in found.items() if v is not None}
+
+    @property
+    def final_network(self) -> MemoryNetwork:
+        """What the run ships and validates: the weight average with ``ema_decay``, else the model."""
+        return self.ema.average if self.ema is not None else self.model
 
     def set_step_lr(self, step: int) -> float:
         factor = lr_factor(self.cfg, step)
@@ -155,6 +162,8 @@ class VOSTrainer:
         ``calibration_batches`` (a re-iterable of collated clips) and freeze them from now on."""
         for network in self._trained_networks():
             recalibrate_batchnorm(network, calibration_batches, self.device)
+        if self.ema is not None:  # new statistics: average only weights trained with them
+            self.ema.reset(self.model)
         self.norm_frozen = True
         self.train_mode()
 
@@ -189,10 +198,14 @@ class VOSTrainer:
         autocast = torch.autocast(self.device.type, torch.bfloat16, enabled=self.cfg.amp)
         with autocast:
             if self.cfg.model == "spvos":
-                return self._spvos_step(frames, masks, valid, top, step)
-            if self.teacher is None:
-                return self._stm_step(frames, masks, valid, top)
-            return self._distillation_step(frames, masks, valid, top)
+                stats = self._spvos_step(frames, masks, valid, top, step)
+            elif self.teacher is None:
+                stats = self._stm_step(frames, masks, valid, top)
+            else:
+                stats = self._distillation_step(frames, masks, valid, top)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return stats
 
     def _optimise(self, name: str, loss: torch.Tensor, params) -> None:
         opt = self.optimizers[name]
@@ -277,9 +290,9 @@ class VOSTrainer:
         return stats
 
     def deployable(self) -> MemoryNetwork:
-        """A CPU copy of the trained model without training-only parts (lite's Smooth Blocks and
-        discriminator), in eval mode, ready for :func:`save_model`."""
-        model = self.model
+        """A CPU copy of :attr:`final_network` without training-only parts (lite's Smooth Blocks
+        and discriminator), in eval mode, ready for :func:`save_model`."""
+        model = self.final_network
         if model_name(model) == "lite" and (model.smooth is not None or model.discriminator is not None):
             config = dataclasses.replace(model.config, use_smooth=False, use_discriminator=False)
             deployed = build_model("lite", config=config)

@@ -47,6 +47,8 @@ def _check(cfg: TrainConfig) -> None:
         raise VsegError("training needs a dataset folder (--data)")
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise VsegError(f"steps and batch size must be >= 1, got {cfg.steps}, {cfg.batch_size}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise VsegError(f"the EMA decay must be in [0, 1) (0: off), got {cfg.ema_decay:g}")
     if cfg.checkpoint_every < 1:
         raise VsegError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
     fractions = [f for f, _ in cfg.skip_schedule]
@@ -140,7 +142,7 @@ def train_vos(config: TrainConfig) -> TrainResult:
 def _validate(trainer: VOSTrainer, cfg: TrainConfig) -> dict:
     """Validation J&F of the model being trained; puts it back in training mode afterwards."""
     try:
-        result = validate_vos(trainer.model, cfg.val_data, split=cfg.val_split,
+        result = validate_vos(trainer.final_network, cfg.val_data, split=cfg.val_split,
                               max_sequences=cfg.val_sequences, size=cfg.val_size)
     finally:
         trainer.train_mode()
