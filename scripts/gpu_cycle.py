@@ -12,9 +12,11 @@ each call does what is left as far as --call-seconds allows (the device tool sto
 1. data: fresh training clips (--train-seed, default 14: no shipped weights have seen it), a
    choosing set (--choose-seed 13, 100 clips) and the held-out set of the model cards (seed 2,
    30 clips), all 160x288 x 30 frames, written without videos (the device has no PyAV);
-2. training, `vseg train` from --init (default: the shipped weights of the model); lite learns
-   from a frozen --teacher (default: the shipped stm), as every shipped lite did; arguments after
-   `--` go to `vseg train` last, so they override the ones here;
+2. training, `vseg train` from --init (default: the shipped weights of the model), shipping a
+   moving average of the weights (--ema 0.999: on the CPU it scored 0.94 J&F above the same
+   run's last weights, BENCHMARKS.md, session 22); lite learns from a frozen --teacher (default:
+   the shipped stm), as every shipped lite did; arguments after `--` go to `vseg train` last, so
+   they override the ones here;
 3. scoring: the starting and the new weights on both sets, each at its own working size;
 4. the verdict in OUT/cycle.json: the new weights are better when their mean J&F gain over the
    choosing set's clips is more than twice its standard error (paired by clip: 30-clip sets
@@ -61,6 +63,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"))
     p.add_argument("--min-side", type=int, help="working size recorded in the new weights")
     p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--ema", type=float, default=0.999,
+                   help="ship a moving average of the weights with this decay (0: the last step's)")
     p.add_argument("--train-seed", type=int, default=14)
     p.add_argument("--train-clips", type=int, default=4000)
     p.add_argument("--choose-seed", type=int, default=13)
@@ -80,6 +84,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
             p.error(f"--{name} {value}: no such file")
     if min(args.steps, args.batch_size, args.train_clips, args.choose_clips, args.held_out_clips, args.frames) < 1:
         p.error("steps, batch size, clip counts and frames must be >= 1")
+    if not 0 <= args.ema < 1:
+        p.error(f"--ema must be in [0, 1) (0: off), got {args.ema:g}")
     return args, extra
 
 
@@ -124,6 +130,8 @@ def train_command(args: argparse.Namespace, extra: list[str], data: Path, run_di
         cmd += ["--scale-range", *map(str, args.scale_range)]
     if args.min_side is not None:
         cmd += ["--min-side", str(args.min_side)]
+    if args.ema > 0:
+        cmd += ["--ema", str(args.ema)]
     return cmd + extra
 
 

@@ -54,6 +54,9 @@ def test_lite_learns_from_a_frozen_teacher_and_extra_arguments_come_last(tmp_pat
     assert cmd[teacher + 1:teacher + 5] == [str(shipped_weights("stm")), "--teacher-lr", "0", "--no-adaptive-lr"]
     assert cmd[cmd.index("--init-weights") + 1] == str(shipped_weights("lite"))
     assert cmd[cmd.index("--scale-range") + 1:][:2] == ["2.6", "3.4"] and cmd[-2:] == ["--lr", "1e-4"]
+    assert cmd[cmd.index("--ema") + 1] == "0.999"
+    args, _ = gc.parse_args(["--model", "stm", "--ema", "0", "--work", str(tmp_path)])
+    assert "--ema" not in gc.train_command(args, [], tmp_path / "data", tmp_path / "run")
     with pytest.raises(SystemExit):
         gc.parse_args(["--model", "stm", "--teacher", str(shipped_weights("stm"))])
 
