@@ -315,6 +315,25 @@ def test_truncated_stream_fails_mid_decode_after_yielding_frames(tmp_path):
     assert [f.index for f in got] == list(range(len(got)))
 
 
+def test_stream_cut_at_a_packet_boundary_is_truncated_too(tmp_path):
+    """Cut right after a whole packet, FFmpeg meets the end of the file and stops with no error;
+    the mp4's media data box still claims the lost bytes."""
+    path = encode(tmp_path / "fast.mp4", moving_frames(30), options=x264("bframes=0:ref=1"),
+                  container_options={"movflags": "+faststart"})
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    end_of_tenth = packets[9].pos + packets[9].size
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(path.read_bytes()[:end_of_tenth])
+    got = []
+    with VideoSource(cut) as source:
+        with pytest.raises(InputError, match="truncated or corrupt") as caught:
+            for frame in source:
+                got.append(frame)
+    assert len(got) == 10 and "after 10 of 30 frames" in str(caught.value) and "'mdat'" in str(caught.value)
+    assert len(list(VideoSource(path))) == 30  # the whole file: no error
+
+
 def test_mpeg4_part2_vectors_and_checks(tmp_path):
     ip = encode(tmp_path / "m4.mp4", moving_frames(6), codec="mpeg4", options={"bf": "0"})
     assert check_motion_vectors_exact(ip).max_ref_frames == 1

@@ -105,6 +105,30 @@ def _av_reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or str(err) or type(err).__name__
 
 
+def _mp4_box_past_end(path: Path) -> str | None:
+    """The type of the first top-level ISO-BMFF (mp4/mov) box that claims bytes past the end of
+    the file, or None. A file cut at a packet boundary decodes to fewer frames with no FFmpeg
+    error (the demuxer just meets the end of the file), but its media data box still declares
+    the bytes that were lost."""
+    size_of_file = path.stat().st_size
+    offset = 0
+    with path.open("rb") as f:
+        while offset + 8 <= size_of_file:
+            f.seek(offset)
+            header = f.read(16)
+            size, kind = int.from_bytes(header[:4], "big"), header[4:8].decode("latin-1")
+            if size == 1 and len(header) == 16:  # 64-bit size follows the type
+                size = int.from_bytes(header[8:16], "big")
+            elif size == 0:  # the last box, to the end of the file
+                return None
+            if size < 8:  # not a box structure after all: leave it to FFmpeg
+                return None
+            if offset + size > size_of_file:
+                return kind
+            offset += size
+    return None
+
+
 def _open_container(path: Path):
     """Open ``path`` and return ``(container, video_stream)``; user errors -> InputError."""
     if path.is_dir():
@@ -211,6 +235,13 @@ class VideoSource:
         except av.FFmpegError as e:
             raise InputError(f"{self.path}: truncated or corrupt video, decoding stopped after "
                              f"{index} frames ({_av_reason(e)})") from None
+        # Fewer frames than the index lists is normal after an edit list trims some; it is a
+        # truncation when the file also ends inside a box.
+        if self.frame_count and index < self.frame_count and "mp4" in container.format.name:
+            box = _mp4_box_past_end(self.path)
+            if box is not None:
+                raise InputError(f"{self.path}: truncated or corrupt video, decoding stopped after {index} of "
+                                 f"{self.frame_count} frames (the file ends inside its {box!r} box)")
 
     def _convert(self, frame, index: int) -> DecodedFrame:
         pict_type = _PICT_TYPES.get(int(frame.pict_type), "?")
