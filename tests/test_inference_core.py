@@ -159,7 +159,7 @@ def test_misuse_by_the_caller_is_a_plain_error(models):
         core.step(video(1)[0])
     core.step(video(1)[0], id_mask())
     with pytest.raises(ValueError, match="only taken on the first frame"):
-        core.step(video(1)[0], id_mask())
+        core.step(video(1)[0], later_ids=[5])
     with pytest.raises(ValueError, match="uint8"):
         core.step(video(1)[0].astype(np.float32))
 

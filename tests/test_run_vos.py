@@ -104,3 +104,65 @@ def test_spvos_run_reports_realized_cost(clip, tmp_path):
     r = vseg("run", str(root / "v.mp4"), "--mask", str(root / "first.png"), "--weights", str(clip[2]),
              "--budget", "0.3", "--out", str(tmp_path / "o2"))
     assert r.returncode == 2 and "spvos" in r.stderr
+
+
+def mask_folder(root, ids, folder):
+    """00000.png with ids 3 and 7, 00003.png with id 12 entering (in its own colour)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_mask(folder / "00000.png", np.where(ids == 12, 0, ids).astype(np.uint8))
+    palette = DAVIS_PALETTE.copy()
+    palette[12] = (250, 10, 200)
+    write_mask(folder / "00003.png", np.where(ids == 12, 12, 0).astype(np.uint8), palette)
+    return folder
+
+
+def test_a_mask_folder_starts_objects_on_their_frames(clip, tmp_path):
+    import json
+
+    root, ids, weights = clip
+    masks = mask_folder(root, ids, tmp_path / "masks")
+    out = tmp_path / "o"
+    r = vseg("run", str(root / "v.mp4"), "--mask", str(masks), "--weights", str(weights), "--out", str(out),
+             "--json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["objects"] == [3, 7, 12] and s["masks_at"] == [0, 3] and s["frame_kinds"]["mask"] == 1
+    for t in range(T):
+        got, pal = read_mask(out / f"{t:05d}.png")
+        if t < 3:
+            assert 12 not in got
+        if t == 3:
+            np.testing.assert_array_equal(got == 12, ids == 12)
+    assert tuple(pal[12]) == (250, 10, 200) and tuple(pal[3]) == tuple(DAVIS_PALETTE[3])
+
+    # an interrupted run resumed past the later mask's frame gives the same masks
+    again = tmp_path / "again"
+    assert vseg("run", str(root / "v.mp4"), "--mask", str(masks), "--weights", str(weights), "--out", str(again),
+                "--max-frames", "2").returncode == 0
+    r = vseg("run", str(root / "v.mp4"), "--mask", str(masks), "--weights", str(weights), "--out", str(again),
+             "--resume")
+    assert r.returncode == 0, r.stderr
+    for t in range(T):
+        np.testing.assert_array_equal(read_mask(again / f"{t:05d}.png")[0], read_mask(out / f"{t:05d}.png")[0])
+
+
+@pytest.mark.parametrize("case", ["no-first", "misnamed", "past-the-end", "size"])
+def test_mask_folders_a_user_gets_wrong(clip, tmp_path, case):
+    root, ids, weights = clip
+    masks = mask_folder(root, ids, tmp_path / "masks")
+    expected = {"no-first": "needs the first frame's mask, 00000.png", "misnamed": "not first.png",
+                "past-the-end": "00009.png: a mask for frame 9 but", "size": "00003.png: mask is 92x122"}[case]
+    if case == "no-first":
+        (masks / "00000.png").unlink()
+    elif case == "misnamed":
+        write_mask(masks / "first.png", ids)
+    elif case == "past-the-end":
+        write_mask(masks / "00009.png", np.where(ids == 12, 12, 0).astype(np.uint8))
+    else:
+        write_mask(masks / "00003.png", np.pad(ids, ((0, 2), (0, 0))))
+    out = tmp_path / "o"
+    r = vseg("run", str(root / "v.mp4"), "--mask", str(masks), "--weights", str(weights), "--out", str(out))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
+    assert not list(out.glob("*.png"))  # found before any frame was written

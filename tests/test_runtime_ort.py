@@ -93,6 +93,29 @@ def test_ort_engines_match_the_torch_backend(setup, name):
     assert cores["ort"].backend.describe()["providers"][-1] == "CPUExecutionProvider"
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["stm", "lite"])
+def test_an_object_entering_later_runs_the_same_on_ort(setup, name):
+    """The clip's last object given on frame 3 instead of 0: its slot switched off, then pinned
+    in memory and read on its own, through the engines as through torch."""
+    root, made = setup
+    weights, engines = made[name]
+    video, _ = clip_paths(root)
+    annotations = root / "data" / "Annotations" / "480p" / SEQ
+    frames = read_frames(video)
+    gt = [read_mask(annotations / f"{t:05d}.png")[0] for t in (0, 3)]
+    late = int(gt[0].max())
+    first, entering = np.where(gt[0] == late, 0, gt[0]).astype(np.uint8), np.where(gt[1] == late, late, 0).astype(np.uint8)
+    cores = {"torch": InferenceCore(open_backend("torch", name, weights=weights), mem_every=3),
+             "ort": InferenceCore(open_backend("ort", name, engines=engines), mem_every=3)}
+    for t, frame in enumerate(frames):
+        mask = first if t == 0 else entering if t == 3 else None
+        results = {kind: core.step(frame, mask, later_ids=[late] if t == 0 else ()) for kind, core in cores.items()}
+        torch.testing.assert_close(results["ort"].probabilities, results["torch"].probabilities, atol=1e-4, rtol=0)
+        assert results["ort"].kind == results["torch"].kind == ("mask" if t == 3 else results["ort"].kind)
+    assert cores["ort"].memory.pinned_slots == cores["torch"].memory.pinned_slots == [0, 1]
+
 def test_engines_run_small_frames_at_the_manifests_min_side(setup, tmp_path):
     """min_side in an engine folder's config: a 48x64 clip runs scaled up to the engines' 64x96
     (64 / 48 * 64 = 85.3, padded to 96) and its masks come back at 48x64."""

@@ -13,7 +13,12 @@ double-buffered (:mod:`vseg.runtime.state`): a frame that fails half way leaves 
 the last finished frame.
 
 The first frame comes with the user's id mask; ids can be any of 1..255 (e.g. 3 and 7) and
-the core maps the model's object index (0..K-1) back to them. Frames are padded to a multiple
+the core maps the model's object index (0..K-1) back to them. Objects that enter later (as in
+YouTube-VOS, whose masks come on each object's first frame) are announced on the first frame
+(``later_ids``: their object slots are reserved, switched off) and start on the frame whose
+mask shows them; a later mask sets the objects it shows to its pixels, the others keep the
+prediction elsewhere, and the frame is a pinned memory write (:mod:`vseg.runtime.memory`).
+Frames are padded to a multiple
 of 16, split evenly between the sides, and the outputs cropped back. Engines with a fixed
 number of object slots get the unused ones switched off by ``object_valid``.
 
@@ -66,6 +71,28 @@ class StepResult:
     def key_cost(self):
         """spvos: the :class:`~vseg.models.cost.FrameCost` of its gated engines (None otherwise)."""
         return self.gflops.key
+
+
+@dataclass(frozen=True)
+class GivenMask:
+    """A mask given on a later frame: video [1, S, H, W] and work [1, S, Hp, Wp] (float 0/1
+    object masks in the engines' S object slots, at the video's size and padded at the working
+    size), shown [1, S] bool (the slots it sets), new [1, S] bool (those it starts)."""
+
+    video: torch.Tensor
+    work: torch.Tensor
+    shown: torch.Tensor
+    new: torch.Tensor
+
+
+def merge_given(probs: torch.Tensor, objects: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+    """probs [1, K+1, H, W] (background first), objects [1, K, H, W] given 0/1 masks, shown
+    [1, K] bool -> probabilities where each shown object is exactly its given mask and the
+    others keep theirs off the given pixels; background takes the rest."""
+    on = shown[:, :, None, None]
+    covered = (objects * on).sum(1, keepdim=True).clamp(max=1)
+    merged = torch.where(on, objects, probs[:, 1:] * (1 - covered))
+    return torch.cat([(1 - merged.sum(1, keepdim=True)).clamp(min=0), merged], dim=1)
 
 
 def working_size(height: int, width: int, min_side: int) -> tuple[int, int]:
@@ -129,41 +156,52 @@ class InferenceCore:
         return self.state.memory.front
 
     def step(self, frame: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor | None = None,
-             object_ids: list[int] | tuple[int, ...] | None = None, mask_name: str = "mask") -> StepResult:
+             object_ids: list[int] | tuple[int, ...] | None = None, mask_name: str = "mask",
+             later_ids: list[int] | tuple[int, ...] = ()) -> StepResult:
         """Segment one frame.
 
-        frame: uint8 RGB, [H, W, 3] or [3, H, W] (numpy or torch). mask (first frame only): [H, W]
-        integer ids, 0 = background; object_ids picks which ids to track (default: all ids in the
-        mask, ascending). mask_name names the mask in error messages (e.g. its path).
+        frame: uint8 RGB, [H, W, 3] or [3, H, W] (numpy or torch). mask: [H, W] integer ids,
+        0 = background; required on the first frame, where object_ids picks which ids to track
+        (default: all ids in the mask, ascending) and later_ids announces the ids whose first
+        mask comes on a later frame. On a later frame a mask is optional: it may show tracked
+        and announced ids (module docstring). mask_name names the mask in error messages
+        (e.g. its path). Output object order: object_ids, then later_ids ascending.
         """
         start = time.perf_counter()
         index = self.frame_index
         if index == 0 and mask is None:
             raise ValueError("the first frame needs a mask")
-        if index > 0 and mask is not None:
-            raise ValueError("a mask is only taken on the first frame")
+        if index > 0 and later_ids:  # (object_ids, like it, is read on the first frame only)
+            raise ValueError("later_ids are only taken on the first frame")
         image = self._prepare_frame(frame, index)
-        first_probs, first_output = self._start_video(mask, object_ids, mask_name) if index == 0 else (None, None)
+        first_probs, first_output = self._start_video(mask, object_ids, later_ids, mask_name) if index == 0 \
+            else (None, None)
+        given = self._given_mask(mask, mask_name) if index > 0 and mask is not None else None
         state = self.state
         state.begin()
         try:
-            plan = self.policy.plan(index, state)
+            plan = self.policy.plan(index, state, given_mask=given is not None)
             key_out = self.backend.infer("encode_key", {"frame": image, **self.policy.key_feeds(plan, state)})
             outputs = key_out if first_probs is not None else {**key_out, **self._decode(key_out, plan, state)}
             probs = first_probs if first_probs is not None else torch.softmax(outputs["logits"].float(), dim=1)
+            if given is not None:
+                probs = merge_given(probs, given.work, given.shown)
             if plan.encodes_value:
                 values = self.backend.infer("encode_value", {"frame": image, "masks": probs[:, 1:],
                                                              "feat16": key_out["feat16"]})["values"]
                 state.memory.write(key_out["key"], values, frame_index=index, previous=not plan.writes_memory,
-                                   present=self._present(probs) if self.skip_absent else None)
+                                   present=self._present(probs) if self.skip_absent else None,
+                                   pin=given is not None, introduces=given.new if given is not None else None)
             self.policy.after_frame(plan, outputs, probs, state)
             state.set("frame_index", index + 1)
             gflops = self.policy.frame_gflops(plan, outputs)
-            probabilities, ids = self._crop(probs) if first_output is None else first_output
+            probabilities, ids = self._crop(probs, given) if first_output is None else first_output
         except BaseException:
             state.discard()
             raise
         state.commit()
+        if given is not None:  # the entering objects are decoded from the next frame on
+            self._object_valid = self._object_valid | given.new
         self.costs.append(gflops)
         self.kinds.append(plan.kind)
         return StepResult(index, probabilities, ids, self.object_ids, plan.writes_memory, plan.kind, gflops,
@@ -192,17 +230,37 @@ class InferenceCore:
             image = F.interpolate(image, size=self._work, mode="bilinear", align_corners=False).clamp_(0, 1)
         return F.pad(image, self._pad)
 
-    def _start_video(self, mask, object_ids, mask_name: str) -> tuple[torch.Tensor, tuple[torch.Tensor, np.ndarray]]:
-        """First frame: read the mask, bind the engines' shapes, start the state. Returns the
-        mask as probabilities [1, K+1, Hp, Wp] over the engines' K object slots (padded, at the
-        working size), and frame 0's output (probabilities [K+1, H, W] of the tracked objects,
-        user ids) at the video's size."""
+    def _read_ids(self, mask, mask_name: str) -> torch.Tensor:
+        """A user's id mask -> [H, W] integer tensor, checked against the video's size."""
         ids = (mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask)))
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:
             raise InputError(f"{mask_name}: a mask must hold integer object ids, got {ids.dtype}")
         if ids.dim() != 2 or (ids.shape[0], ids.shape[1]) != self._size:
             raise InputError(f"{mask_name}: mask is {'x'.join(map(str, ids.shape))} but the video frames are "
                              f"{self._size[0]}x{self._size[1]}")
+        return ids
+
+    def _object_masks(self, ids: torch.Tensor, shown: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids [H, W] -> masks [1, S, H, W] (float 0/1, at the video's size) of the ``shown`` ids
+        in their object slots (S: the engines' slots; zeros elsewhere), and the same padded at
+        the working size [1, S, Hp, Wp]."""
+        device = self.backend.device
+        ids = ids.to(device)
+        objects = torch.zeros(1, self.geometry.objects, *self._size, device=device)
+        for k, v in enumerate(self.object_ids):
+            if v in shown:
+                objects[0, k] = (ids == v).float()
+        work = objects
+        if self._work != self._size:  # nearest neighbour: object masks must not blend
+            work = F.interpolate(objects, size=self._work, mode="nearest-exact")
+        return objects, F.pad(work, self._pad)  # padding is background
+
+    def _start_video(self, mask, object_ids, later_ids, mask_name: str) -> tuple[torch.Tensor, tuple[torch.Tensor, np.ndarray]]:
+        """First frame: read the mask, bind the engines' shapes, start the state. Returns the
+        mask as probabilities [1, K+1, Hp, Wp] over the engines' K object slots (padded, at the
+        working size), and frame 0's output (probabilities [K+1, H, W] of the tracked objects,
+        user ids) at the video's size."""
+        ids = self._read_ids(mask, mask_name)
         present = [int(v) for v in torch.unique(ids).tolist() if v != 0]
         chosen = present if object_ids is None else [int(v) for v in object_ids]
         missing = [v for v in chosen if v not in present]
@@ -210,12 +268,16 @@ class InferenceCore:
             raise InputError(f"{mask_name}: object id(s) {missing} not in the mask (it has {present})")
         if not chosen:
             raise InputError(f"{mask_name}: the mask has no objects (all background)")
-        if max(chosen) > 255 or min(chosen) < 1:
-            raise InputError(f"{mask_name}: object ids must be 1..255, got {chosen}")
+        later = sorted({int(v) for v in later_ids})
+        if set(later) & set(chosen):
+            raise InputError(f"{mask_name}: object id(s) {sorted(set(later) & set(chosen))} are in the first "
+                             f"mask already; only objects that enter later come with a later mask")
+        if max(chosen + later) > 255 or min(chosen + later) < 1:
+            raise InputError(f"{mask_name}: object ids must be 1..255, got {chosen + later}")
         hp = self._work[0] + self._pad[2] + self._pad[3]
         wp = self._work[1] + self._pad[0] + self._pad[1]
         try:
-            self.geometry = self.backend.bind(Geometry(hp, wp, len(chosen), self.capacity))
+            self.geometry = self.backend.bind(Geometry(hp, wp, len(chosen) + len(later), self.capacity))
         except InputError as e:
             if self._work == self._size:
                 raise
@@ -231,22 +293,31 @@ class InferenceCore:
             hint = " or --no-keep-previous" if self.policy.keep_previous else ""
             raise InputError(f"{e}: use a larger capacity{hint}") from None
         self.costs, self.kinds = [], []
-        self.object_ids = tuple(chosen)
-        self._id_lookup = torch.tensor([0, *chosen], dtype=torch.uint8)
+        self.object_ids = tuple(chosen + later)
+        self._id_lookup = torch.tensor([0, *self.object_ids], dtype=torch.uint8)
         slots = self.geometry.objects  # the engines' object slots; the unused ones stay empty
         self._object_valid = (torch.arange(slots) < len(chosen)).unsqueeze(0).to(device)
-        ids = ids.to(device)
-        objects = torch.zeros(1, slots, *self._size, device=device)
-        for k, v in enumerate(chosen):
-            objects[0, k] = (ids == v).float()
+        objects, work = self._object_masks(ids, chosen)
         # Frame 0's output is the given mask itself, not its round trip through the working size.
-        given = objects[0, :len(chosen)].cpu()
+        given = objects[0, :len(self.object_ids)].cpu()
         given = torch.cat([1 - given.sum(0, keepdim=True), given])
-        if self._work != self._size:  # nearest neighbour: object masks must not blend
-            objects = F.interpolate(objects, size=self._work, mode="nearest-exact")
-        objects = F.pad(objects, self._pad)  # padding is background
-        return torch.cat([1 - objects.sum(1, keepdim=True), objects], dim=1), \
+        return torch.cat([1 - work.sum(1, keepdim=True), work], dim=1), \
             (given, self._id_lookup[given.argmax(0)].numpy())
+
+    def _given_mask(self, mask, mask_name: str) -> GivenMask:
+        """A later frame's mask -> its objects at both sizes and which slots it sets / starts."""
+        ids = self._read_ids(mask, mask_name)
+        shown = [int(v) for v in torch.unique(ids).tolist() if v != 0]
+        if not shown:
+            raise InputError(f"{mask_name}: the mask has no objects (all background)")
+        unknown = [v for v in shown if v not in self.object_ids]
+        if unknown:
+            raise InputError(f"{mask_name}: object id(s) {unknown} were not announced on the first frame "
+                             f"(tracking {list(self.object_ids)}); an object entering later needs later_ids")
+        objects, work = self._object_masks(ids, shown)
+        slots = torch.tensor([[v in shown for v in self.object_ids]
+                              + [False] * (self.geometry.objects - len(self.object_ids))], device=objects.device)
+        return GivenMask(objects, work, slots, slots & ~self._object_valid)
 
     # -- engines -----------------------------------------------------------------------------
 
@@ -270,14 +341,17 @@ class InferenceCore:
 
     # -- output ------------------------------------------------------------------------------
 
-    def _crop(self, probs: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    def _crop(self, probs: torch.Tensor, given: GivenMask | None = None) -> tuple[torch.Tensor, np.ndarray]:
         """Padded probabilities at the working size -> (probabilities [K+1, H, W] of the tracked
-        objects at the video's size, user ids)."""
+        objects at the video's size, user ids); a given mask's objects are its own pixels."""
         left, _, top, _ = self._pad
         h, w = self._work
-        cropped = probs[:, :1 + len(self.object_ids), top:top + h, left:left + w].float()
+        k = len(self.object_ids)
+        cropped = probs[:, :1 + k, top:top + h, left:left + w].float()
         if self._work != self._size:
             cropped = F.interpolate(cropped, size=self._size, mode="bilinear", align_corners=False)
+        if given is not None:  # not their round trip through the working size, as on frame 0
+            cropped = merge_given(cropped, given.video[:, :k], given.shown[:, :k])
         cropped = cropped[0].cpu()
         return cropped, self._id_lookup[cropped.argmax(0)].numpy()
 

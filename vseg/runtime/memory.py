@@ -15,6 +15,13 @@ then the memory each object reads: the frames where it was visible, and always t
 first frame. An object that has left the picture thus looks for itself in the frames that
 show it, instead of in frames that label every pixel, look-alikes included, as not it.
 
+Objects that first appear later (YouTube-VOS gives their masks on the frame where they enter)
+come with a pinned write of their own (``add(..., pin=True, introduces=...)``): that frame,
+the only ground truth for them, is never overwritten either, the ring shrinks by one slot,
+and the new objects stop reading the first frame, whose mask labels them background
+everywhere. Until then their slots read the first frame like every other, which keeps
+their (switched off) read well defined.
+
 Layout, for B frames per batch, Ck key and Cv value channels, K objects, T = capacity and an
 h x w stride-16 grid: keys [B, Ck, T, h, w], values [B, K, Cv, T, h, w], valid [B, T] bool,
 valid_per_object [B, K, T] bool: exactly what :meth:`vseg.models.stm.MemoryNetwork.read_memory`
@@ -47,31 +54,52 @@ class MemoryStore:
         self._present: torch.Tensor | None = None  # [B, K, T] bool: the slot's mask shows the object
         self._frame_index = [-1] * capacity  # which frame each slot holds, -1 = empty
         self._write_number = [-1] * capacity  # which write filled each slot
+        self._pinned = [False] * capacity  # never overwritten: the first frame, later given masks
 
     @property
     def previous_slot(self) -> int | None:
         """The temporary slot of :meth:`set_previous` (None without ``keep_previous``)."""
         return self.capacity - 1 if self.keep_previous else None
 
+    @property
+    def pinned_slots(self) -> list[int]:
+        """Slots holding frames that are never overwritten (the first, and later given masks)."""
+        return [s for s in range(self.capacity) if self._pinned[s]]
+
     def next_slot(self) -> int:
-        """The slot the next :meth:`add` writes to."""
-        ring = self.capacity - self.keep_previous
-        if not self.pin_first:
-            return self.num_writes % ring
-        if self.num_writes == 0:
+        """The slot the next :meth:`add` writes to: the first one when the first frame is pinned
+        and none is written yet, else the first empty ring slot, else the oldest ring frame."""
+        if self.pin_first and self.num_writes == 0:
             return 0
-        return 1 + (self.num_writes - 1) % (ring - 1)
+        ring = [s for s in range(self.capacity - self.keep_previous) if not self._pinned[s]]
+        empty = [s for s in ring if self._write_number[s] < 0]
+        return empty[0] if empty else min(ring, key=lambda s: self._write_number[s])
 
     def add(self, key: torch.Tensor, values: torch.Tensor, frame_index: int | None = None,
-            present: torch.Tensor | None = None) -> int:
+            present: torch.Tensor | None = None, pin: bool = False,
+            introduces: torch.Tensor | None = None) -> int:
         """Write one memory frame: key [B, Ck, h, w], values [B, K, Cv, h, w], present [B, K]
         bool (which objects the frame's mask shows; None: all). Returns the slot.
 
+        pin: the frame is never overwritten (the first write is pinned anyway with
+        ``pin_first``); a ring slot must remain. introduces [B, K] bool: objects whose first
+        mask this frame holds; they stop reading the first frame (module docstring).
         The tensors are copied into the buffers (no reference to them is kept). Empties the
         temporary slot, if any: the frame it would hold is now in the ring.
         """
+        first = self.pin_first and self.num_writes == 0
+        if pin and not first:
+            ring = self.capacity - self.keep_previous - sum(self._pinned)
+            if ring < 2:
+                raise ValueError(f"memory capacity {self.capacity} is too small to pin {sum(self._pinned) + 1} "
+                                 f"frames: a ring slot must remain")
         slot = self.next_slot()
-        self._put(slot, key, values, self.num_writes if frame_index is None else frame_index, present)
+        self._put(slot, key, values, self.num_writes if frame_index is None else frame_index, present,
+                  every_object=first)
+        self._pinned[slot] = pin or first
+        if introduces is not None and self.pin_first:
+            stop = introduces.to(self._present.device, torch.bool).expand_as(self._present[:, :, 0])
+            self._present[:, :, 0] &= ~stop
         self.num_writes += 1
         if self.keep_previous:
             self._valid[self.previous_slot] = False
@@ -91,7 +119,7 @@ class MemoryStore:
         return self.previous_slot
 
     def _put(self, slot: int, key: torch.Tensor, values: torch.Tensor, frame_index: int,
-             present: torch.Tensor | None) -> None:
+             present: torch.Tensor | None, every_object: bool = False) -> None:
         if self._keys is None:
             self._allocate(key, values)
         assert self._keys is not None and self._values is not None and self._valid_mask is not None
@@ -102,8 +130,7 @@ class MemoryStore:
         self._values[:, :, :, slot] = values
         self._valid[slot] = True
         self._valid_mask[:, slot] = True
-        pinned = self.pin_first and slot == 0  # the user's mask: every object reads it
-        if present is None or pinned:
+        if present is None or every_object:  # the first frame's mask: every object reads it
             self._present[:, :, slot] = True
         else:
             self._present[:, :, slot] = present.to(self._present.device, torch.bool).expand_as(self._present[:, :, slot])
@@ -135,6 +162,7 @@ class MemoryStore:
         self._valid = list(other._valid)
         self._frame_index = list(other._frame_index)
         self._write_number = list(other._write_number)
+        self._pinned = list(other._pinned)
 
     def _allocate(self, key: torch.Tensor, values: torch.Tensor) -> None:
         b, ck, h, w = key.shape

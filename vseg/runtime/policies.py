@@ -4,8 +4,8 @@ The frame loop (:class:`~vseg.runtime.inference_core.InferenceCore`) is the same
 model and backend; everything family-specific sits in ONE policy object, chosen by
 :func:`make_policy` from the model name:
 
-- :class:`MemoryPolicy` (stm, and lite without STFF): a memory write on the first frame and
-  every ``mem_every`` frames, and (``keep_previous``, the default) every other frame goes into
+- :class:`MemoryPolicy` (stm, and lite without STFF): a memory write on the first frame,
+  every ``mem_every`` frames and on every frame that comes with a mask (kind "mask"), and (``keep_previous``, the default) every other frame goes into
   the memory's temporary previous-frame slot, as STM does: one more ``encode_value`` per frame,
   and the newest appearance is always in memory; no other state.
 - :class:`StffPolicy` (lite): the same plus STFF's previous frame, the raw stride-16 feature
@@ -16,7 +16,8 @@ model and backend; everything family-specific sits in ONE policy object, chosen 
   frame slot: the next frame overwrites it, so it needs no dense key); the gated decoder
   likewise, and also on the first decoded frame (frame 0 is not decoded, so there is no previous decode to reuse); the gate
   state of both engines (``state_in.*``) carries over; the realized GFLOPs come from the
-  engines' int32 ``decision.*`` outputs.
+  engines' int32 ``decision.*`` outputs. After a "mask" frame the decoder runs all-dense
+  once: its kept outputs for the objects that entered there are those of switched-off slots.
 
 A policy holds options and cost tables, never per-video state: that lives in the double-
 buffered :class:`~vseg.runtime.state.VideoState` the loop passes in, so one policy object can
@@ -39,13 +40,14 @@ from vseg.runtime.backends import Geometry, TensorSpec
 from vseg.runtime.state import VideoState
 
 VOS_MODELS = ("stm", "lite", "spvos")
-KEYFRAME_KINDS = ("first", "memory", "refresh")  # frames that write memory or run all-dense
+KEYFRAME_KINDS = ("first", "mask", "memory", "refresh")  # frames that write memory or run all-dense
 
 
 @dataclass(frozen=True)
 class FramePlan:
-    """What one frame runs. kind: "first" (the mask frame), "memory" (a memory write),
-    "refresh" (spvos all-dense, no write), "sparse" (spvos gated), "plain" (key + decode)."""
+    """What one frame runs. kind: "first" (the mask frame), "mask" (a later frame with a mask
+    for objects that enter there: decoded, then written to memory, pinned), "memory" (a memory
+    write), "refresh" (spvos all-dense, no write), "sparse" (spvos gated), "plain" (key + decode)."""
 
     index: int
     kind: str
@@ -97,10 +99,11 @@ class MemoryPolicy:
     def _meta_model(self):
         return _meta_model(self.model_name, self.config)
 
-    def plan(self, index: int, state: VideoState) -> FramePlan:
-        writes = index % self.mem_every == 0
-        kind = "first" if index == 0 else ("memory" if writes else "plain")
-        return FramePlan(index, kind, writes, dense=True, writes_previous=self._writes_previous(writes))
+    def plan(self, index: int, state: VideoState, given_mask: bool = False) -> FramePlan:
+        """What frame ``index`` runs; given_mask: the frame comes with a mask (always a memory write)."""
+        writes = index % self.mem_every == 0 or given_mask
+        return FramePlan(index, _kind(index, given_mask, writes, "plain"), writes, dense=True,
+                         writes_previous=self._writes_previous(writes))
 
     def _writes_previous(self, writes_memory: bool) -> bool:
         return self.keep_previous and not writes_memory
@@ -175,15 +178,10 @@ class SparsePolicy(MemoryPolicy):
                             for n in names})
         return {**initial, "last_dense": -1, "decoder_ready": False}
 
-    def plan(self, index: int, state: VideoState) -> FramePlan:
-        writes = index % self.mem_every == 0
+    def plan(self, index: int, state: VideoState, given_mask: bool = False) -> FramePlan:
+        writes = index % self.mem_every == 0 or given_mask
         refresh = index - state["last_dense"] >= self.dense_every
-        if index == 0:
-            kind = "first"
-        elif writes:
-            kind = "memory"
-        else:
-            kind = "refresh" if refresh else "sparse"
+        kind = _kind(index, given_mask, writes, "refresh" if refresh else "sparse")
         dense = writes or refresh
         return FramePlan(index, kind, writes, dense=dense, decode_dense=dense or not state["decoder_ready"],
                          writes_previous=self._writes_previous(writes))
@@ -206,7 +204,9 @@ class SparsePolicy(MemoryPolicy):
         for name in self._key_state + (self._decoder_state if decoded else []):
             state.set(STATE_IN + name, outputs[STATE_OUT + name])
         if decoded:
-            state.set("decoder_ready", True)
+            # Objects entering with a given mask were switched off in this decode: the next
+            # decode must compute their outputs instead of reusing these.
+            state.set("decoder_ready", plan.kind != "mask")
         if plan.dense:
             state.set("last_dense", plan.index)
 
@@ -225,6 +225,15 @@ class SparsePolicy(MemoryPolicy):
         return {"sparse": {"budget": self.budget, "dense_every": self.dense_every,
                            "gated_share_of_dense": round(self._cost_model.gated_share(), 4),
                            **summarise_frame_costs([c.key for c in costs])}}
+
+
+def _kind(index: int, given_mask: bool, writes: bool, otherwise: str) -> str:
+    """A frame's kind: the first, one with a given mask, a memory write, or ``otherwise``."""
+    if index == 0:
+        return "first"
+    if given_mask:
+        return "mask"
+    return "memory" if writes else otherwise
 
 
 def _meta_model(model_name: str, config: dict):

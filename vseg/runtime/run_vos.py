@@ -1,5 +1,10 @@
 """`vseg run` for semi-supervised VOS: a video and its first-frame mask in, one PNG per frame out.
 
+The mask may also be a folder of masks named by frame index (``00000.png``, ``00042.png``...,
+as YouTube-VOS gives them): objects that enter after frame 0 start on the frame whose mask
+shows them (:class:`InferenceCore`, ``later_ids``), and an object a later mask shows again is
+set to its pixels there. Their colours join the first mask's palette.
+
 Source (PyAV decoding) -> :class:`InferenceCore` (engines through a backend) -> sinks: palette
 PNGs written atomically as produced (the input mask's ids and palette kept), optionally an
 overlay mp4, and a summary dict for ``--json``.
@@ -28,6 +33,8 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 from vseg.data.palette import read_mask
 from vseg.data.video import VideoSource
@@ -83,17 +90,52 @@ def finished_frames(out_dir: str | Path) -> int:
     return count
 
 
-def run_record(video: Path, mask: Path, backend: Backend, core: InferenceCore) -> dict:
+def read_given_masks(mask: Path) -> tuple[dict[int, np.ndarray], np.ndarray, str]:
+    """``--mask``: a PNG (frame 0's) or a folder of PNGs named by frame index -> ({frame index:
+    ids [H, W] uint8}, palette [256, 3] (frame 0's, plus the colours of ids entering later),
+    sha256 of the files). A folder needs 00000.png and only index-named PNGs."""
+    if not mask.is_dir():
+        ids, palette = read_mask(mask)
+        return {0: ids}, palette, hashlib.sha256(mask.read_bytes()).hexdigest()
+    files = sorted(mask.glob("*.png"))
+    misnamed = [f.name for f in files if not f.stem.isdigit()]
+    if misnamed:
+        raise InputError(f"{mask}: mask files are named by frame index (00000.png, 00042.png...), "
+                         f"not {misnamed[0]}")
+    by_index = {int(f.stem): f for f in files}
+    if 0 not in by_index:
+        raise InputError(f"{mask}: a mask folder needs the first frame's mask, 00000.png")
+    digest = hashlib.sha256()
+    given, palette = {}, None
+    for index in sorted(by_index):
+        path = by_index[index]
+        ids, own = read_mask(path)
+        if palette is None:
+            palette = own.copy()
+        else:  # ids entering here keep the colour their own mask gives them
+            entering = [v for v in np.unique(ids) if v and not any((m == v).any() for m in given.values())]
+            palette[entering] = own[entering]
+        given[index] = ids
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return given, palette, digest.hexdigest()
+
+
+def run_record(video: Path, mask: Path, mask_sha256: str, backend: Backend, core: InferenceCore) -> dict:
     """What determines a run's outputs; a resume must find the same record."""
     description = backend.describe()
     return {
         "video": str(video.resolve()), "video_bytes": video.stat().st_size,
-        "mask_sha256": hashlib.sha256(mask.read_bytes()).hexdigest(),
+        "mask_sha256": mask_sha256,
         "model": backend.model_name, "config": backend.model_config, "weights": backend.weights_id(),
         "backend": backend.name, "engines": description.get("engines"),
         "policy": core.policy.options(), "capacity": core.capacity, "skip_absent": core.skip_absent,
         "min_side": core.min_side,
     }
+
+
+def _mask_path(mask: Path, index: int) -> str:
+    """How error messages name the mask of frame ``index``: the file, in a folder or given alone."""
+    return str(mask / f"{index:05d}.png") if mask.is_dir() else str(mask)
 
 
 def _resume_point(out_dir: Path, record: dict) -> int:
@@ -125,7 +167,8 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
             keep_previous: bool = True, capacity: int = 8, budget: float | None = None, dense_every: int | None = None,
             skip_absent: bool = True, min_side: int | None = None, max_frames: int | None = None, overlay: str | Path | None = None, resume: bool = False,
             on_frame: Callable[[int, int | None], None] | None = None) -> dict:
-    """Segment ``video`` from the first-frame ``mask`` through ``backend``; returns a summary dict.
+    """Segment ``video`` from the first-frame ``mask`` (or a folder of masks, see the module
+    docstring) through ``backend``; returns a summary dict.
 
     mem_every / keep_previous / budget / dense_every: the scheduler policy's options (budget
     and dense_every for spvos); capacity: memory slots (an engine folder's own count wins);
@@ -137,16 +180,22 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
     that are not objects, or a video that is not one is an InputError naming the file.
     """
     video, mask, out = Path(video), Path(mask), Path(out_dir)
-    ids, palette = read_mask(mask)
+    given, palette, mask_sha256 = read_given_masks(mask)
+    ids = given[0]
     if not ids.any():
-        raise InputError(f"{mask}: the mask has no objects (all background)")
+        raise InputError(f"{_mask_path(mask, 0)}: the mask has no objects (all background)")
+    later_ids = sorted({int(v) for m in given.values() for v in np.unique(m) if v} - set(np.unique(ids).tolist()))
     core = InferenceCore(backend, mem_every=mem_every, capacity=capacity, budget=budget, dense_every=dense_every,
                          keep_previous=keep_previous, skip_absent=skip_absent, min_side=min_side)
     with VideoSource(video, motion_vectors=False) as source:
-        if (source.height, source.width) != ids.shape:
-            raise InputError(f"{mask}: mask is {ids.shape[0]}x{ids.shape[1]} but {video} is "
-                             f"{source.height}x{source.width}")
-        record = run_record(video, mask, backend, core)
+        for index, m in given.items():  # every mask checked before any output is written
+            if (source.height, source.width) != m.shape:
+                raise InputError(f"{_mask_path(mask, index)}: mask is {m.shape[0]}x{m.shape[1]} but {video} is "
+                                 f"{source.height}x{source.width}")
+        if source.frame_count and max(given) >= source.frame_count:
+            raise InputError(f"{_mask_path(mask, max(given))}: a mask for frame {max(given)} but {video} has "
+                             f"{source.frame_count} frames")
+        record = run_record(video, mask, mask_sha256, backend, core)
         done = _resume_point(out, record) if resume else _clear_earlier_run(out)
         sink = PaletteSink(out, palette)
         write_json(out / RUN_RECORD, record)
@@ -160,7 +209,8 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
                 for frame in source:
                     if max_frames is not None and frame.index >= max_frames:
                         break
-                    result = core.step(frame.rgb, ids if frame.index == 0 else None, mask_name=str(mask))
+                    result = core.step(frame.rgb, given.get(frame.index), mask_name=_mask_path(mask, frame.index),
+                                       later_ids=later_ids if frame.index == 0 else ())
                     if frame.index >= done:  # a resumed run replays finished frames without rewriting them
                         sink.write(frame.index, result.ids)
                     if overlay_sink is not None:
@@ -177,8 +227,12 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
             if overlay_sink is not None:
                 overlay_sink.close()
     seconds = time.perf_counter() - start
+    unused = [i for i in sorted(given) if i >= processed] if max_frames is None else []
+    if unused:  # a video whose length its container did not say: found out at its end
+        raise InputError(f"{_mask_path(mask, unused[0])}: a mask for frame {unused[0]} but {video} ended after "
+                         f"{processed} frames")
     return {
-        "video": str(video), "mask": str(mask), "out": str(out),
+        "video": str(video), "mask": str(mask), "masks_at": sorted(given), "out": str(out),
         "overlay": str(overlay) if overlay is not None else None,
         "size": [int(ids.shape[0]), int(ids.shape[1])],
         "resumed_at": done if resume else None, "written": sink.written,

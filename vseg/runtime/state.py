@@ -40,18 +40,19 @@ class DoubleBufferedMemory:
         return self.front.capacity
 
     def write(self, key: torch.Tensor, values: torch.Tensor, frame_index: int, previous: bool = False,
-              present: torch.Tensor | None = None) -> int:
+              present: torch.Tensor | None = None, pin: bool = False, introduces: torch.Tensor | None = None) -> int:
         """Write key [1, Ck, h, w], values [1, K, Cv, h, w] (present [1, K] bool: the objects
-        the frame's mask shows, None: all) into the back bank, as a memory write or
-        (``previous``) into the previous-frame slot; returns the slot. Visible in ``front``
-        only after :meth:`commit`."""
+        the frame's mask shows, None: all) into the back bank, as a memory write (``pin`` and
+        ``introduces`` as in :meth:`MemoryStore.add`) or (``previous``) into the previous-frame
+        slot; returns the slot. Visible in ``front`` only after :meth:`commit`."""
         if self._pending:
             raise RuntimeError("one memory write per frame: commit() or discard() first")
         self._back.copy_from(self.front, sorted(self._stale))
         if previous:
             slot = self._back.set_previous(key, values, frame_index=frame_index, present=present)
         else:
-            slot = self._back.add(key, values, frame_index=frame_index, present=present)
+            slot = self._back.add(key, values, frame_index=frame_index, present=present, pin=pin,
+                                  introduces=introduces)
         self._stale = {slot}
         self._pending = True
         return slot
