@@ -36,7 +36,9 @@ def test_pinned_writes_shrink_the_ring_and_are_never_overwritten():
         store.add(*frame(t), frame_index=t)
     assert store.frame_indices == [0, 25, 7, 20, -1]  # the ring is slots 1 and 3
     assert store.pinned_slots == [0, 2]
+    assert store.pinnable == 1
     store.add(*frame(30), frame_index=30, pin=True)  # pins the oldest ring frame's slot (20)
+    assert store.pinnable == 0
     with pytest.raises(ValueError, match="a ring slot must remain"):
         store.add(*frame(35), frame_index=35, pin=True)
     store.add(*frame(40), frame_index=40)
@@ -130,6 +132,11 @@ def test_later_masks_a_user_gets_wrong():
     with pytest.raises(InputError, match="mask is 60x90"):
         core.step(f, later[:60])
     assert core.frame_index == 1  # a rejected mask leaves the video where it was
+    small = InferenceCore(model, capacity=4)  # first, previous, one ring slot: one more to pin
+    assert small.step(f, first).frame_index == 0 and small.memory.pinnable == 1
+    small.step(f, first)
+    with pytest.raises(InputError, match="memory \\(4 slots\\) cannot pin another mask frame"):
+        small.step(f, first)
 
 
 def test_spvos_decodes_densely_after_a_mask_frame():

@@ -146,22 +146,26 @@ def test_a_mask_folder_starts_objects_on_their_frames(clip, tmp_path):
         np.testing.assert_array_equal(read_mask(again / f"{t:05d}.png")[0], read_mask(out / f"{t:05d}.png")[0])
 
 
-@pytest.mark.parametrize("case", ["no-first", "misnamed", "past-the-end", "size"])
+@pytest.mark.parametrize("case", ["no-first", "misnamed", "past-the-end", "size", "too-many"])
 def test_mask_folders_a_user_gets_wrong(clip, tmp_path, case):
     root, ids, weights = clip
     masks = mask_folder(root, ids, tmp_path / "masks")
     expected = {"no-first": "needs the first frame's mask, 00000.png", "misnamed": "not first.png",
-                "past-the-end": "00009.png: a mask for frame 9 but", "size": "00003.png: mask is 92x122"}[case]
+                "past-the-end": "00009.png: a mask for frame 9 but", "size": "00003.png: mask is 92x122",
+                "too-many": "masks on 2 frames after the first, but a memory of 4 slots pins at most 1"}[case]
+    options = ["--capacity", "4"] if case == "too-many" else []
     if case == "no-first":
         (masks / "00000.png").unlink()
     elif case == "misnamed":
         write_mask(masks / "first.png", ids)
     elif case == "past-the-end":
         write_mask(masks / "00009.png", np.where(ids == 12, 12, 0).astype(np.uint8))
-    else:
+    elif case == "size":
         write_mask(masks / "00003.png", np.pad(ids, ((0, 2), (0, 0))))
+    else:  # 4 slots: the first frame, the previous frame, a ring slot, and one to pin
+        write_mask(masks / "00004.png", np.where(ids == 3, 3, 0).astype(np.uint8))
     out = tmp_path / "o"
-    r = vseg("run", str(root / "v.mp4"), "--mask", str(masks), "--weights", str(weights), "--out", str(out))
+    r = vseg("run", str(root / "v.mp4"), "--mask", str(masks), "--weights", str(weights), "--out", str(out), *options)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines

@@ -45,6 +45,7 @@ def run(
     skip_absent: SkipAbsent = True,
     min_side: MinSide = None,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after N frames.")] = None,
+    capacity: Annotated[int, typer.Option("--capacity", help="VOS models: memory slots (the first frame, each later mask frame, the ring and the previous frame); an engine folder's own count wins.")] = 8,
     budget: Budget = None,
     dense_every: DenseEvery = None,
     lr_scale: Annotated[float | None, typer.Option("--lr-scale", help="arseg: resolution of non-keyframes (0.3-0.9; default: the model's).")] = None,
@@ -63,7 +64,7 @@ def run(
         raise VsegError(f"--model {model} segments the objects of a first-frame mask: pass --mask first.png")
     with open_backend(backend, model, weights=weights, engines=engines) as runner, progress() as bar:
         job = bar.add_task(f"{model} on {video.name}", total=None)
-        summary = run_vos(video, mask, runner, out, mem_every=mem_every, keep_previous=keep_previous, budget=budget,
+        summary = run_vos(video, mask, runner, out, mem_every=mem_every, keep_previous=keep_previous, capacity=capacity, budget=budget,
                           dense_every=dense_every, skip_absent=skip_absent, min_side=min_side, max_frames=max_frames, overlay=overlay, resume=resume,
                           on_frame=_frame_progress(bar, job))
     described = summary["backend"]

@@ -18,9 +18,9 @@ YouTube-VOS, whose masks come on each object's first frame) are announced on the
 (``later_ids``: their object slots are reserved, switched off) and start on the frame whose
 mask shows them; a later mask sets the objects it shows to its pixels, the others keep the
 prediction elsewhere, and the frame is a pinned memory write (:mod:`vseg.runtime.memory`).
-Frames are padded to a multiple
-of 16, split evenly between the sides, and the outputs cropped back. Engines with a fixed
-number of object slots get the unused ones switched off by ``object_valid``.
+Frames are padded to a multiple of 16, split evenly between the sides, and the outputs cropped
+back. Engines with a fixed number of object slots get the unused ones switched off by
+``object_valid``.
 
 Working size: weights trained on frames scaled up (``vseg train --scale-range 1.7 2.3``) expect
 targets that many pixels wide, and lose when run on the small frames themselves. Their model
@@ -314,6 +314,9 @@ class InferenceCore:
         if unknown:
             raise InputError(f"{mask_name}: object id(s) {unknown} were not announced on the first frame "
                              f"(tracking {list(self.object_ids)}); an object entering later needs later_ids")
+        if self.memory.pinnable < 1:
+            raise InputError(f"{mask_name}: the memory ({self.geometry.capacity} slots) cannot pin another mask "
+                             f"frame; give masks on fewer frames or use a larger capacity")
         objects, work = self._object_masks(ids, shown)
         slots = torch.tensor([[v in shown for v in self.object_ids]
                               + [False] * (self.geometry.objects - len(self.object_ids))], device=objects.device)

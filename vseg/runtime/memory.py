@@ -66,6 +66,12 @@ class MemoryStore:
         """Slots holding frames that are never overwritten (the first, and later given masks)."""
         return [s for s in range(self.capacity) if self._pinned[s]]
 
+    @property
+    def pinnable(self) -> int:
+        """How many more frames :meth:`add` can pin (the first write aside): one ring slot must remain."""
+        pinned = max(sum(self._pinned), int(self.pin_first))  # the first is pinned even before it is written
+        return self.capacity - self.keep_previous - pinned - 1
+
     def next_slot(self) -> int:
         """The slot the next :meth:`add` writes to: the first one when the first frame is pinned
         and none is written yet, else the first empty ring slot, else the oldest ring frame."""
@@ -88,11 +94,9 @@ class MemoryStore:
         temporary slot, if any: the frame it would hold is now in the ring.
         """
         first = self.pin_first and self.num_writes == 0
-        if pin and not first:
-            ring = self.capacity - self.keep_previous - sum(self._pinned)
-            if ring < 2:
-                raise ValueError(f"memory capacity {self.capacity} is too small to pin {sum(self._pinned) + 1} "
-                                 f"frames: a ring slot must remain")
+        if pin and not first and self.pinnable < 1:
+            raise ValueError(f"memory capacity {self.capacity} is too small to pin {sum(self._pinned) + 1} "
+                             f"frames: a ring slot must remain")
         slot = self.next_slot()
         self._put(slot, key, values, self.num_writes if frame_index is None else frame_index, present,
                   every_object=first)

@@ -211,6 +211,10 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
                         break
                     result = core.step(frame.rgb, given.get(frame.index), mask_name=_mask_path(mask, frame.index),
                                        later_ids=later_ids if frame.index == 0 else ())
+                    if frame.index == 0 and len(given) - 1 > core.memory.pinnable:  # before any PNG is written
+                        raise InputError(f"{mask}: masks on {len(given) - 1} frames after the first, but a memory of "
+                                         f"{core.geometry.capacity} slots pins at most {core.memory.pinnable}; "
+                                         f"give fewer mask frames or use a larger --capacity")
                     if frame.index >= done:  # a resumed run replays finished frames without rewriting them
                         sink.write(frame.index, result.ids)
                     if overlay_sink is not None:
