@@ -39,17 +39,20 @@ def eval_(
     task: Annotated[str, typer.Option("--task", help="vos: DAVIS-2017 J&F; vss: per-class IoU and mIoU.")] = "vos",
     sequences: Annotated[str | None, typer.Option("--sequences", help="Comma-separated sequence names (vos).")] = None,
     num_classes: Annotated[int | None, typer.Option("--num-classes", help="Number of classes (vss).")] = None,
+    late_objects: Annotated[bool, typer.Option("--late-objects", help="vos: objects may enter after the first annotated frame (YouTube-VOS style, sparse annotations): each is scored on the annotated frames after its first.")] = False,
     json_out: JsonOut = None,
 ) -> None:
     """Score predictions: DAVIS-2017 semi-supervised J&F (vos) or mIoU from a confusion matrix (vss)."""
     if task == "vos":
         from vseg.metrics.davis import evaluate_davis, format_davis_table
+        from vseg.metrics.entering import evaluate_entering
 
         names = [s for s in sequences.split(",") if s] if sequences else None
+        evaluate = evaluate_entering if late_objects else evaluate_davis
         with progress() as bar:
             job = bar.add_task("scoring sequences", total=None)
-            result = evaluate_davis(pred, gt, sequences=names,
-                                    on_sequence=lambda name, done, total: bar.update(job, completed=done, total=total))
+            result = evaluate(pred, gt, sequences=names,
+                              on_sequence=lambda name, done, total: bar.update(job, completed=done, total=total))
         console.print(format_davis_table(result), highlight=False, markup=False)
     elif task == "vss":
         from vseg.metrics.vss import evaluate_vss, format_vss_table

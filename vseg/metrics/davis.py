@@ -256,19 +256,25 @@ def _stack(name: str, frames: list[str], num_objects: int, scores: list) -> Sequ
 
 def summarise_davis(sequences: Sequence[SequenceScores]) -> dict:
     """Per-object, per-sequence and dataset figures (percent) from raw sequence scores."""
-    objects, raw_objects, rows, per_frame = [], [], [], {}
+    objects, raw_objects, rows, per_frame, unscored = [], [], [], {}, []
     for seq in sequences:
         seq_raw = []
         for i, obj in enumerate(seq.object_ids):
-            jm, jr, jd = object_statistics(seq.j[i])
-            fm, fr, fd = object_statistics(seq.f[i])
+            scored = ~np.isnan(seq.j[i])  # NaN: frames before an entering object's first (vseg.metrics.entering)
+            if not scored.any():
+                unscored.append(f"{seq.name}_{obj}")
+                continue
+            jm, jr, jd = object_statistics(seq.j[i][scored])
+            fm, fr, fd = object_statistics(seq.f[i][scored])
             raw = {"J-Mean": jm, "J-Recall": jr, "J-Decay": jd, "F-Mean": fm, "F-Recall": fr, "F-Decay": fd}
             seq_raw.append(raw)
             objects.append({"name": f"{seq.name}_{obj}", "sequence": seq.name, "object": obj} | _percent(raw))
         raw_objects += seq_raw
+        if not seq_raw:
+            continue
         j_mean = float(np.mean([o["J-Mean"] for o in seq_raw]))
         f_mean = float(np.mean([o["F-Mean"] for o in seq_raw]))
-        rows.append({"sequence": seq.name, "objects": len(seq.object_ids), "frames": len(seq.frames)})
+        rows.append({"sequence": seq.name, "objects": len(seq_raw), "frames": len(seq.frames)})
         rows[-1] |= _percent({"J&F-Mean": (j_mean + f_mean) / 2, "J-Mean": j_mean, "F-Mean": f_mean})
         per_frame[seq.name] = {"frames": seq.frames, "objects": seq.object_ids, "J": seq.j, "F": seq.f}
     if not raw_objects:
@@ -284,7 +290,7 @@ def summarise_davis(sequences: Sequence[SequenceScores]) -> dict:
         "sequences": rows,
         "objects": objects,
         "per_frame": per_frame,
-    }
+    } | ({"unscored_objects": unscored} if unscored else {})
 
 
 def _percent(raw: dict) -> dict:
@@ -313,6 +319,20 @@ def evaluate_davis(
     Returns :func:`summarise_davis`'s dict (scores in percent, raw per-frame J/F in 0..1)
     plus the folders and options used.
     """
+    ann_root, pred_root, names = sequence_folders(pred_root, gt_root, sequences, subset)
+    scored = []
+    for done, name in enumerate(names, start=1):
+        scored.append(_score_sequence_folder(ann_root / name, pred_root / name, exclude_void, bound_th))
+        if on_sequence is not None:
+            on_sequence(name, done, len(names))
+    result = {"annotations": str(ann_root), "predictions": str(pred_root)}
+    result |= {"bound_th": bound_th, "exclude_void": exclude_void}
+    return result | summarise_davis(scored)
+
+
+def sequence_folders(pred_root: str | os.PathLike, gt_root: str | os.PathLike, sequences: Sequence[str] | None,
+                     subset: str | None) -> tuple[Path, Path, list[str]]:
+    """(annotation folder, prediction folder, sequence names) of an evaluation (see evaluate_davis)."""
     ann_root, listed = _resolve_annotations(Path(gt_root), subset)
     pred_root = Path(pred_root)
     if not pred_root.is_dir():
@@ -322,14 +342,7 @@ def evaluate_davis(
         names = sorted(d.name for d in ann_root.iterdir() if d.is_dir() and any(d.glob("*.png")))
     if not names:
         raise InputError(f"{ann_root}: no sequence folders with PNG annotations")
-    scored = []
-    for done, name in enumerate(names, start=1):
-        scored.append(_score_sequence_folder(ann_root / name, pred_root / name, exclude_void, bound_th))
-        if on_sequence is not None:
-            on_sequence(name, done, len(names))
-    result = {"annotations": str(ann_root), "predictions": str(pred_root)}
-    result |= {"bound_th": bound_th, "exclude_void": exclude_void}
-    return result | summarise_davis(scored)
+    return ann_root, pred_root, names
 
 
 def _resolve_annotations(gt_root: Path, subset: str | None) -> tuple[Path, list[str] | None]:
@@ -364,11 +377,16 @@ def _score_sequence_folder(gt_dir: Path, pred_dir: Path, exclude_void: bool, bou
     num_objects = count_objects(first)
     if num_objects == 0:
         raise InputError(f"{gt_paths[0]}: the first annotation has no objects")
+    shown_first = set(np.unique(first).tolist())
     scores = []
     for gt_path in gt_paths[1:-1]:
         gt_ids = read_mask(gt_path)[0]
         if gt_ids.shape != first.shape:
             raise InputError(f"{gt_path}: size {_size(gt_ids)} differs from {gt_paths[0].name}'s {_size(first)}")
+        entering = sorted(set(np.unique(gt_ids).tolist()) - shown_first - {VOID_ID})
+        if entering:  # DAVIS would score them as absent, or not at all: say so instead
+            raise InputError(f"{gt_path}: object id(s) {entering} are not in the first annotation; "
+                             f"score objects that enter later with --late-objects")
         pred_path = pred_dir / gt_path.name
         if not pred_path.is_file():
             raise InputError(f"{pred_path}: missing prediction for annotated frame {gt_path.stem}")
