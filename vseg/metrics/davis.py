@@ -319,20 +319,19 @@ def evaluate_davis(
     Returns :func:`summarise_davis`'s dict (scores in percent, raw per-frame J/F in 0..1)
     plus the folders and options used.
     """
-    ann_root, pred_root, names = sequence_folders(pred_root, gt_root, sequences, subset)
-    scored = []
-    for done, name in enumerate(names, start=1):
-        scored.append(_score_sequence_folder(ann_root / name, pred_root / name, exclude_void, bound_th))
-        if on_sequence is not None:
-            on_sequence(name, done, len(names))
+    ann_root, pred_root, scored = score_folders(
+        pred_root, gt_root, sequences, subset, on_sequence,
+        lambda gt_dir, pred_dir: _score_sequence_folder(gt_dir, pred_dir, exclude_void, bound_th))
     result = {"annotations": str(ann_root), "predictions": str(pred_root)}
     result |= {"bound_th": bound_th, "exclude_void": exclude_void}
     return result | summarise_davis(scored)
 
 
-def sequence_folders(pred_root: str | os.PathLike, gt_root: str | os.PathLike, sequences: Sequence[str] | None,
-                     subset: str | None) -> tuple[Path, Path, list[str]]:
-    """(annotation folder, prediction folder, sequence names) of an evaluation (see evaluate_davis)."""
+def score_folders(pred_root: str | os.PathLike, gt_root: str | os.PathLike, sequences: Sequence[str] | None,
+                  subset: str | None, on_sequence: Callable[[str, int, int], None] | None,
+                  score_one: Callable[[Path, Path], SequenceScores]) -> tuple[Path, Path, list[SequenceScores]]:
+    """Score each sequence folder with score_one(annotation dir, prediction dir); the folders
+    and names as :func:`evaluate_davis` finds them. Returns (annotation root, prediction root, scores)."""
     ann_root, listed = _resolve_annotations(Path(gt_root), subset)
     pred_root = Path(pred_root)
     if not pred_root.is_dir():
@@ -342,7 +341,12 @@ def sequence_folders(pred_root: str | os.PathLike, gt_root: str | os.PathLike, s
         names = sorted(d.name for d in ann_root.iterdir() if d.is_dir() and any(d.glob("*.png")))
     if not names:
         raise InputError(f"{ann_root}: no sequence folders with PNG annotations")
-    return ann_root, pred_root, names
+    scored = []
+    for done, name in enumerate(names, start=1):
+        scored.append(score_one(ann_root / name, pred_root / name))
+        if on_sequence is not None:
+            on_sequence(name, done, len(names))
+    return ann_root, pred_root, scored
 
 
 def _resolve_annotations(gt_root: Path, subset: str | None) -> tuple[Path, list[str] | None]:
@@ -364,15 +368,7 @@ def _resolve_annotations(gt_root: Path, subset: str | None) -> tuple[Path, list[
 
 def _score_sequence_folder(gt_dir: Path, pred_dir: Path, exclude_void: bool, bound_th: float) -> SequenceScores:
     """Read and score one sequence frame by frame (only two masks in memory at a time)."""
-    if not gt_dir.is_dir():
-        raise InputError(f"{gt_dir}: no such sequence in the annotations")
-    gt_paths = sorted(gt_dir.glob("*.png"))
-    if len(gt_paths) < 3:
-        raise InputError(
-            f"{gt_dir}: {len(gt_paths)} annotated frames; the first and last are not scored, need >= 3"
-        )
-    if not pred_dir.is_dir():
-        raise InputError(f"{pred_dir}: no prediction folder for sequence {gt_dir.name}")
+    gt_paths = annotation_paths(gt_dir, pred_dir)
     first = read_mask(gt_paths[0])[0]
     num_objects = count_objects(first)
     if num_objects == 0:
@@ -387,14 +383,34 @@ def _score_sequence_folder(gt_dir: Path, pred_dir: Path, exclude_void: bool, bou
         if entering:  # DAVIS would score them as absent, or not at all: say so instead
             raise InputError(f"{gt_path}: object id(s) {entering} are not in the first annotation; "
                              f"score objects that enter later with --late-objects")
-        pred_path = pred_dir / gt_path.name
-        if not pred_path.is_file():
-            raise InputError(f"{pred_path}: missing prediction for annotated frame {gt_path.stem}")
-        pred_ids = read_mask(pred_path)[0]
-        if pred_ids.shape != gt_ids.shape:
-            raise InputError(f"{pred_path}: size {_size(pred_ids)} differs from the annotation's {_size(gt_ids)}")
+        pred_ids = read_prediction(pred_dir, gt_path, gt_ids)
         scores.append(score_frame(gt_ids, pred_ids, num_objects, exclude_void, bound_th))
     return _stack(gt_dir.name, [p.stem for p in gt_paths[1:-1]], num_objects, scores)
+
+
+def annotation_paths(gt_dir: Path, pred_dir: Path) -> list[Path]:
+    """The annotation PNGs of one sequence (3 or more), its prediction folder checked to exist."""
+    if not gt_dir.is_dir():
+        raise InputError(f"{gt_dir}: no such sequence in the annotations")
+    gt_paths = sorted(gt_dir.glob("*.png"))
+    if len(gt_paths) < 3:
+        raise InputError(
+            f"{gt_dir}: {len(gt_paths)} annotated frames; the first and last are not scored, need >= 3"
+        )
+    if not pred_dir.is_dir():
+        raise InputError(f"{pred_dir}: no prediction folder for sequence {gt_dir.name}")
+    return gt_paths
+
+
+def read_prediction(pred_dir: Path, gt_path: Path, gt_ids: np.ndarray) -> np.ndarray:
+    """The predicted ids for the annotated frame ``gt_path`` (same name, same size as gt_ids)."""
+    pred_path = pred_dir / gt_path.name
+    if not pred_path.is_file():
+        raise InputError(f"{pred_path}: missing prediction for annotated frame {gt_path.stem}")
+    pred_ids = read_mask(pred_path)[0]
+    if pred_ids.shape != gt_ids.shape:
+        raise InputError(f"{pred_path}: size {_size(pred_ids)} differs from the annotation's {_size(gt_ids)}")
+    return pred_ids
 
 
 def _size(ids: np.ndarray) -> str:

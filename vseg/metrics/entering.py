@@ -26,7 +26,16 @@ import numpy as np
 
 from vseg.data.palette import read_mask
 from vseg.errors import InputError
-from vseg.metrics.davis import DEFAULT_BOUND_TH, VOID_ID, SequenceScores, score_frame, sequence_folders, summarise_davis
+from vseg.metrics.davis import (
+    DEFAULT_BOUND_TH,
+    VOID_ID,
+    SequenceScores,
+    annotation_paths,
+    read_prediction,
+    score_folders,
+    score_frame,
+    summarise_davis,
+)
 
 PROTOCOL = "DAVIS-2017 semi-supervised, with objects that enter later (vseg.metrics.entering)"
 
@@ -83,12 +92,9 @@ def evaluate_entering(pred_root, gt_root, sequences: Sequence[str] | None = None
     """:func:`~vseg.metrics.davis.evaluate_davis` with objects that enter later (module
     docstring): the same folders and arguments; annotations may be sparse (every fifth frame),
     and every annotated frame but the first and last needs a prediction."""
-    ann_root, pred_root, names = sequence_folders(pred_root, gt_root, sequences, subset)
-    scored = []
-    for done, name in enumerate(names, start=1):
-        scored.append(_score_folder(ann_root / name, pred_root / name, exclude_void, bound_th))
-        if on_sequence is not None:
-            on_sequence(name, done, len(names))
+    ann_root, pred_root, scored = score_folders(
+        pred_root, gt_root, sequences, subset, on_sequence,
+        lambda gt_dir, pred_dir: _score_folder(gt_dir, pred_dir, exclude_void, bound_th))
     if all(np.isnan(s.j).all() for s in scored):
         raise InputError(f"{ann_root}: no object is annotated after its first annotation: nothing to score")
     result = {"annotations": str(ann_root), "predictions": str(pred_root), "bound_th": bound_th,
@@ -97,27 +103,14 @@ def evaluate_entering(pred_root, gt_root, sequences: Sequence[str] | None = None
 
 
 def _score_folder(gt_dir: Path, pred_dir: Path, exclude_void: bool, bound_th: float) -> SequenceScores:
-    if not gt_dir.is_dir():
-        raise InputError(f"{gt_dir}: no such sequence in the annotations")
-    gt_paths = sorted(gt_dir.glob("*.png"))
-    if len(gt_paths) < 3:
-        raise InputError(f"{gt_dir}: {len(gt_paths)} annotated frames; the first and last are not scored, need >= 3")
-    if not pred_dir.is_dir():
-        raise InputError(f"{pred_dir}: no prediction folder for sequence {gt_dir.name}")
+    gt_paths = annotation_paths(gt_dir, pred_dir)
     gt = [read_mask(path)[0] for path in gt_paths]
     entries = first_annotations(object_ids_of(g) for g in gt)
     if not entries:
         raise InputError(f"{gt_dir}: no annotation shows an object")
-    pred = [gt[0]]  # the first annotated frame is never scored
-    for gt_path, gt_ids in zip(gt_paths[1:-1], gt[1:-1]):
+    for gt_path, gt_ids in zip(gt_paths[1:], gt[1:]):
         if gt_ids.shape != gt[0].shape:
             raise InputError(f"{gt_path}: size {gt_ids.shape[1]}x{gt_ids.shape[0]} differs from {gt_paths[0].name}'s")
-        pred_path = pred_dir / gt_path.name
-        if not pred_path.is_file():
-            raise InputError(f"{pred_path}: missing prediction for annotated frame {gt_path.stem}")
-        pred_ids = read_mask(pred_path)[0]
-        if pred_ids.shape != gt_ids.shape:
-            raise InputError(f"{pred_path}: size {pred_ids.shape[1]}x{pred_ids.shape[0]} differs from the annotation's")
-        pred.append(pred_ids)
-    pred.append(gt[-1])  # nor is the last
+    # the first and last annotated frames are never scored: no prediction is read for them
+    pred = [gt[0], *(read_prediction(pred_dir, p, g) for p, g in zip(gt_paths[1:-1], gt[1:-1])), gt[-1]]
     return score_entering(gt, pred, gt_dir.name, [p.stem for p in gt_paths], entries, exclude_void, bound_th)
