@@ -106,6 +106,16 @@ def test_validation_and_eval_on_a_youtube_vos_folder(tmp_path):
     with pytest.raises(Exception, match="not in the first annotation"):
         evaluate_davis(tmp_path / "pred", ann)
 
+    # vseg train validates on such a folder's split (here its training split, one step from the shipped lite)
+    from vseg.models.weights import shipped_weights
+
+    r = vseg("train", "--model", "lite", "--data", str(root), "--init-weights", str(shipped_weights("lite")),
+             "--steps", "1", "--batch-size", "1", "--val-data", str(root), "--val-split", "train",
+             "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "w.safetensors"), "--json", str(tmp_path / "t.json"))
+    assert r.returncode == 0, r.stderr
+    validation = json.loads((tmp_path / "t.json").read_text())["validation"]
+    assert validation[-1]["J&F"] > 50
+
 
 def test_an_unannotated_first_frame_starts_at_the_first_object(tmp_path):
     """A sequence whose first annotation shows no object yet is run from the one that does."""

@@ -30,7 +30,8 @@ def train(
     workers: Annotated[int, typer.Option("--workers", help="VOS models: data-loading processes (0: in the training process).")] = 0,
     lr: Annotated[float | None, typer.Option("--lr", help="Base learning rate (default: 5e-4 for VOS models, 2e-3 for arseg).")] = None,
     seed: Seed = 0,
-    val_data: Annotated[Path | None, typer.Option("--val-data", help="Dataset whose val split gives the periodic J&F.")] = None,
+    val_data: Annotated[Path | None, typer.Option("--val-data", help="Dataset whose --val-split gives the periodic J&F (DAVIS, or YouTube-VOS: objects given on their first annotation, scored on the annotated frames after it).")] = None,
+    val_split: Annotated[str, typer.Option("--val-split", help="VOS models: the split of --val-data to validate on (a YouTube-VOS split needs annotations after each object's first: its 'valid' split has none).")] = "val",
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0: at the end only).")] = 0,
     val_size: Annotated[tuple[int, int] | None, typer.Option("--val-size", help="VOS models: validate on frames and masks resized to H W (default: the dataset's size).")] = None,
     min_side: Annotated[int | None, typer.Option("--min-side", help="VOS models: record in the weights that frames with a shorter side below N run scaled up to N (what --scale-range trained for, e.g. 320 for 160-pixel clips at 1.7 2.3); vseg run, profile and validation then do so.")] = None,
@@ -83,7 +84,7 @@ def train(
                       lr=5e-4 if lr is None else lr, seed=seed,
                       max_skip=max_skip, skip_schedule=parse_skip_schedule(skip_schedule), warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
                       num_workers=workers, amp=amp, dice_weight=dice_weight,
-                      val_data=str(val_data) if val_data else None, val_every=val_every,
+                      val_data=str(val_data) if val_data else None, val_split=val_split, val_every=val_every,
                       resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,
                       freeze_norm_at=freeze_norm_at, ema_decay=ema,
                       teacher_weights=str(teacher) if teacher else None, teacher_lr=teacher_lr, use_kd=kd, use_smooth=smooth, use_stff=stff,
@@ -126,7 +127,7 @@ def _budget_options(budget_range: tuple[float, float] | None) -> dict:
 _VOS_MODELS = ("stm", "lite", "spvos")
 _OPTION_READERS = {
     "stage_steps": ("arseg",), "lr_from_hr": ("arseg",),
-    **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "skip_schedule", "workers", "val_data", "val_every",
+    **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "skip_schedule", "workers", "val_data", "val_split", "val_every",
                                       "val_size", "min_side", "scale_range", "amp", "dice_weight", "freeze_norm_at", "ema")},
     **{name: ("lite",) for name in ("teacher", "teacher_lr", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
     "budget_range": ("spvos",), "sparsity_weight": ("spvos",), "gate_lr_scale": ("spvos",),
