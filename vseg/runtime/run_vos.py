@@ -1,11 +1,14 @@
 """`vseg run` for semi-supervised VOS: a video and its first-frame mask in, one PNG per frame out.
 
-The mask may also be a folder of masks named by frame index (``00000.png``, ``00042.png``...,
-as YouTube-VOS gives them): objects that enter after frame 0 start on the frame whose mask
-shows them (:class:`InferenceCore`, ``later_ids``), and an object a later mask shows again is
-set to its pixels there. Their colours join the first mask's palette.
+The video may be a file or a folder of frame images (DAVIS's and YouTube-VOS's ``JPEGImages``
+folders, :class:`~vseg.data.frame_folder.FrameFolder`); the masks of a folder's frames are
+named, and written, like its images (YouTube-VOS: ``00000``, ``00005``...), a video file's by
+frame index (``00000.png``, ``00001.png``...). The mask may also be a folder of masks named
+that way (as YouTube-VOS gives them): objects that enter after the first frame start on the
+frame whose mask shows them (:class:`InferenceCore`, ``later_ids``), and an object a later mask
+shows again is set to its pixels there. Their colours join the first mask's palette.
 
-Source (PyAV decoding) -> :class:`InferenceCore` (engines through a backend) -> sinks: palette
+Source (PyAV decoding, or a folder of frames) -> :class:`InferenceCore` (engines through a backend) -> sinks: palette
 PNGs written atomically as produced (the input mask's ids and palette kept), optionally an
 overlay mp4, and a summary dict for ``--json``.
 
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vseg.data.frame_folder import FrameFolder
 from vseg.data.palette import read_mask
 from vseg.data.video import VideoSource
 from vseg.errors import InputError, VsegError
@@ -82,29 +86,39 @@ def sigint_stops_after_frame():
         signal.signal(signal.SIGINT, previous)
 
 
-def finished_frames(out_dir: str | Path) -> int:
-    """How many consecutive frames 00000.png, 00001.png... the folder holds."""
+def finished_frames(out_dir: str | Path, names: list[str] | None = None) -> int:
+    """How many consecutive frames 00000.png, 00001.png... (or named by ``names``) the folder holds."""
     count = 0
-    while frame_png(out_dir, count).is_file():
+    while (names is None or count < len(names)) and frame_png(out_dir, count, names).is_file():
         count += 1
     return count
 
 
-def read_given_masks(mask: Path) -> tuple[dict[int, np.ndarray], np.ndarray, str]:
-    """``--mask``: a PNG (frame 0's) or a folder of PNGs named by frame index -> ({frame index:
-    ids [H, W] uint8}, palette [256, 3] (frame 0's, plus the colours of ids entering later),
-    sha256 of the files). A folder needs 00000.png and only index-named PNGs."""
+def read_given_masks(mask: Path, names: list[str] | None = None) -> tuple[dict[int, np.ndarray], np.ndarray, str]:
+    """``--mask``: a PNG (the first frame's) or a folder of PNGs named by frame index, or by the
+    frame ``names`` of a frame folder -> ({frame index: ids [H, W] uint8}, palette [256, 3] (the
+    first's, plus the colours of ids entering later), sha256 of the files). A folder needs the
+    first frame's mask, and every PNG in it must name a frame."""
     if not mask.is_dir():
         ids, palette = read_mask(mask)
         return {0: ids}, palette, hashlib.sha256(mask.read_bytes()).hexdigest()
     files = sorted(mask.glob("*.png"))
-    misnamed = [f.name for f in files if not f.stem.isdigit()]
-    if misnamed:
-        raise InputError(f"{mask}: mask files are named by frame index (00000.png, 00042.png...), "
-                         f"not {misnamed[0]}")
-    by_index = {int(f.stem): f for f in files}
+    if names is None:
+        misnamed = [f.name for f in files if not f.stem.isdigit()]
+        if misnamed:
+            raise InputError(f"{mask}: mask files are named by frame index (00000.png, 00042.png...), "
+                             f"not {misnamed[0]}")
+        by_index = {int(f.stem): f for f in files}
+    else:
+        position = {name: i for i, name in enumerate(names)}
+        strays = [f.name for f in files if f.stem not in position]
+        if strays:
+            raise InputError(f"{mask}: {strays[0]} names no frame of the video folder (its frames are "
+                             f"{names[0]}...{names[-1]})")
+        by_index = {position[f.stem]: f for f in files}
     if 0 not in by_index:
-        raise InputError(f"{mask}: a mask folder needs the first frame's mask, 00000.png")
+        first = "00000.png" if names is None else f"{names[0]}.png"
+        raise InputError(f"{mask}: a mask folder needs the first frame's mask, {first}")
     digest = hashlib.sha256()
     given, palette = {}, None
     for index in sorted(by_index):
@@ -123,8 +137,9 @@ def read_given_masks(mask: Path) -> tuple[dict[int, np.ndarray], np.ndarray, str
 def run_record(video: Path, mask: Path, mask_sha256: str, backend: Backend, core: InferenceCore) -> dict:
     """What determines a run's outputs; a resume must find the same record."""
     description = backend.describe()
+    frames = sorted(video.iterdir()) if video.is_dir() else [video]
     return {
-        "video": str(video.resolve()), "video_bytes": video.stat().st_size,
+        "video": str(video.resolve()), "video_bytes": sum(f.stat().st_size for f in frames if f.is_file()),
         "mask_sha256": mask_sha256,
         "model": backend.model_name, "config": backend.model_config, "weights": backend.weights_id(),
         "backend": backend.name, "engines": description.get("engines"),
@@ -133,12 +148,12 @@ def run_record(video: Path, mask: Path, mask_sha256: str, backend: Backend, core
     }
 
 
-def _mask_path(mask: Path, index: int) -> str:
+def _mask_path(mask: Path, index: int, names: list[str] | None = None) -> str:
     """How error messages name the mask of frame ``index``: the file, in a folder or given alone."""
-    return str(mask / f"{index:05d}.png") if mask.is_dir() else str(mask)
+    return str(frame_png(mask, index, names)) if mask.is_dir() else str(mask)
 
 
-def _resume_point(out_dir: Path, record: dict) -> int:
+def _resume_point(out_dir: Path, record: dict, names: list[str] | None) -> int:
     """Frames already finished in ``out_dir`` by a run with the same record (InputError if not)."""
     path = out_dir / RUN_RECORD
     if not path.is_file():
@@ -151,15 +166,15 @@ def _resume_point(out_dir: Path, record: dict) -> int:
     if differing:
         raise InputError(f"{out_dir}: the earlier run differs in {', '.join(differing)}; "
                          f"resume with the same inputs and options, or start afresh without --resume")
-    return finished_frames(out_dir)
+    return finished_frames(out_dir, names)
 
 
-def _clear_earlier_run(out_dir: Path) -> int:
+def _clear_earlier_run(out_dir: Path, names: list[str] | None) -> int:
     """A fresh run into a folder an earlier vseg run wrote: remove that run's frames, so a
     later --resume cannot take them for this run's. Returns 0 (frames finished)."""
     if (out_dir / RUN_RECORD).is_file():
-        for index in range(finished_frames(out_dir)):
-            frame_png(out_dir, index).unlink()
+        for index in range(finished_frames(out_dir, names)):
+            frame_png(out_dir, index, names).unlink()
     return 0
 
 
@@ -180,24 +195,25 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
     that are not objects, or a video that is not one is an InputError naming the file.
     """
     video, mask, out = Path(video), Path(mask), Path(out_dir)
-    given, palette, mask_sha256 = read_given_masks(mask)
-    ids = given[0]
-    if not ids.any():
-        raise InputError(f"{_mask_path(mask, 0)}: the mask has no objects (all background)")
-    later_ids = sorted({int(v) for m in given.values() for v in np.unique(m) if v} - set(np.unique(ids).tolist()))
     core = InferenceCore(backend, mem_every=mem_every, capacity=capacity, budget=budget, dense_every=dense_every,
                          keep_previous=keep_previous, skip_absent=skip_absent, min_side=min_side)
-    with VideoSource(video, motion_vectors=False) as source:
+    with (FrameFolder(video) if video.is_dir() else VideoSource(video, motion_vectors=False)) as source:
+        names = getattr(source, "names", None)  # a frame folder's: masks and outputs go by them
+        given, palette, mask_sha256 = read_given_masks(mask, names)
+        ids = given[0]
+        if not ids.any():
+            raise InputError(f"{_mask_path(mask, 0, names)}: the mask has no objects (all background)")
+        later_ids = sorted({int(v) for m in given.values() for v in np.unique(m) if v} - set(np.unique(ids).tolist()))
         for index, m in given.items():  # every mask checked before any output is written
             if (source.height, source.width) != m.shape:
-                raise InputError(f"{_mask_path(mask, index)}: mask is {m.shape[0]}x{m.shape[1]} but {video} is "
-                                 f"{source.height}x{source.width}")
+                raise InputError(f"{_mask_path(mask, index, names)}: mask is {m.shape[0]}x{m.shape[1]} but {video} "
+                                 f"is {source.height}x{source.width}")
         if source.frame_count and max(given) >= source.frame_count:
             raise InputError(f"{_mask_path(mask, max(given))}: a mask for frame {max(given)} but {video} has "
                              f"{source.frame_count} frames")
         record = run_record(video, mask, mask_sha256, backend, core)
-        done = _resume_point(out, record) if resume else _clear_earlier_run(out)
-        sink = PaletteSink(out, palette)
+        done = _resume_point(out, record, names) if resume else _clear_earlier_run(out, names)
+        sink = PaletteSink(out, palette, names)
         write_json(out / RUN_RECORD, record)
         total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
         overlay_sink = (OverlaySink(overlay, source.width, source.height, source.fps, palette)
@@ -209,7 +225,8 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
                 for frame in source:
                     if max_frames is not None and frame.index >= max_frames:
                         break
-                    result = core.step(frame.rgb, given.get(frame.index), mask_name=_mask_path(mask, frame.index),
+                    result = core.step(frame.rgb, given.get(frame.index),
+                                       mask_name=_mask_path(mask, frame.index, names),
                                        later_ids=later_ids if frame.index == 0 else ())
                     if frame.index == 0 and len(given) - 1 > core.memory.pinnable:  # before any PNG is written
                         raise InputError(f"{mask}: masks on {len(given) - 1} frames after the first, but a memory of "
@@ -225,7 +242,7 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
                     if stop.requested:
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
-            raise RunInterrupted(f"interrupted: {finished_frames(out)} frames of {video} are in {out}; "
+            raise RunInterrupted(f"interrupted: {finished_frames(out, names)} frames of {video} are in {out}; "
                                  f"run again with --resume to continue") from None
         finally:
             if overlay_sink is not None:

@@ -15,22 +15,25 @@ import numpy as np
 from vseg.data.palette import DAVIS_PALETTE, write_mask
 
 
-def frame_png(out_dir: str | Path, index: int) -> Path:
-    """DAVIS naming: frame 7 is ``00007.png``."""
-    return Path(out_dir) / f"{index:05d}.png"
+def frame_png(out_dir: str | Path, index: int, names: list[str] | None = None) -> Path:
+    """DAVIS naming: frame 7 is ``00007.png``; with ``names`` (a frame folder's file stems),
+    frame 7 is ``<names[7]>.png``, as its annotations are named."""
+    return Path(out_dir) / (f"{names[index]}.png" if names is not None else f"{index:05d}.png")
 
 
 class PaletteSink:
-    """Write id masks [H, W] uint8 as ``<out_dir>/<index:05d>.png`` with ``palette`` [256, 3]."""
+    """Write id masks [H, W] uint8 as ``<out_dir>/<index:05d>.png`` (or by ``names``, see
+    :func:`frame_png`) with ``palette`` [256, 3]."""
 
-    def __init__(self, out_dir: str | Path, palette: np.ndarray | None = None):
+    def __init__(self, out_dir: str | Path, palette: np.ndarray | None = None, names: list[str] | None = None):
         self.out_dir = Path(out_dir)
+        self.names = names
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.palette = DAVIS_PALETTE if palette is None else palette
         self.written = 0
 
     def path(self, index: int) -> Path:
-        return frame_png(self.out_dir, index)
+        return frame_png(self.out_dir, index, self.names)
 
     def write(self, index: int, ids: np.ndarray) -> Path:
         path = write_mask(self.path(index), ids, self.palette)
