@@ -95,6 +95,13 @@ def merge_given(probs: torch.Tensor, objects: torch.Tensor, shown: torch.Tensor)
     return torch.cat([(1 - merged.sum(1, keepdim=True)).clamp(min=0), merged], dim=1)
 
 
+def entering_ids(first_mask: np.ndarray, later_masks) -> list[int]:
+    """The ids the ``later_masks`` ([H, W] id arrays) show and ``first_mask`` does not, ascending:
+    what :meth:`InferenceCore.step` takes as ``later_ids`` on the first frame."""
+    shown = {int(v) for mask in later_masks for v in np.unique(mask)}
+    return sorted(shown - {int(v) for v in np.unique(first_mask)} - {0})
+
+
 def working_size(height: int, width: int, min_side: int) -> tuple[int, int]:
     """(H, W) a frame of ``height`` x ``width`` runs at: scaled up, keeping its aspect, so that
     its shorter side is ``min_side`` when it is shorter; as it is otherwise (and for 0)."""

@@ -45,7 +45,7 @@ from vseg.data.video import VideoSource
 from vseg.errors import InputError, VsegError
 from vseg.jsonio import write_json
 from vseg.runtime.backends import Backend
-from vseg.runtime.inference_core import InferenceCore
+from vseg.runtime.inference_core import InferenceCore, entering_ids
 from vseg.runtime.sinks import OverlaySink, PaletteSink, frame_png
 
 RUN_RECORD = ".vseg_run.json"
@@ -203,7 +203,7 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
         ids = given[0]
         if not ids.any():
             raise InputError(f"{_mask_path(mask, 0, names)}: the mask has no objects (all background)")
-        later_ids = sorted({int(v) for m in given.values() for v in np.unique(m) if v} - set(np.unique(ids).tolist()))
+        later_ids = entering_ids(ids, given.values())
         for index, m in given.items():  # every mask checked before any output is written
             if (source.height, source.width) != m.shape:
                 raise InputError(f"{_mask_path(mask, index, names)}: mask is {m.shape[0]}x{m.shape[1]} but {video} "

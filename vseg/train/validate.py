@@ -23,7 +23,7 @@ from vseg.errors import InputError
 from vseg.metrics.davis import score_sequence, summarise_davis
 from vseg.metrics.entering import first_annotations, object_ids_of, score_entering
 from vseg.models.stm import MemoryNetwork
-from vseg.runtime.inference_core import InferenceCore
+from vseg.runtime.inference_core import InferenceCore, entering_ids
 from vseg.train.vos_data import resize_frames, resize_ids
 
 # A predictor maps (sequence name, frames uint8 [T, H, W, 3], first mask uint8 [H, W]) to
@@ -41,7 +41,7 @@ def segment_sequence(model: MemoryNetwork, frames: np.ndarray, first_mask: np.nd
     core = InferenceCore(model, mem_every=mem_every, capacity=capacity, keep_previous=keep_previous,
                          skip_absent=skip_absent, min_side=min_side)
     later = later or {}
-    later_ids = sorted(set().union(*map(object_ids_of, later.values())) - object_ids_of(first_mask))
+    later_ids = entering_ids(first_mask, later.values())
     out = np.empty(frames.shape[:3], np.uint8)
     for t in range(len(frames)):
         out[t] = core.step(frames[t], first_mask if t == 0 else later.get(t), later_ids=later_ids if t == 0 else ()).ids
