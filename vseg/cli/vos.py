@@ -32,7 +32,7 @@ def _frame_progress(bar, job):
 @app.command()
 def run(
     video: Annotated[Path, typer.Argument(help="Video file to segment; VOS models also take a folder of frame images (DAVIS or YouTube-VOS JPEGImages/<video>), whose masks are named like its images.")],
-    mask: Annotated[Path | None, typer.Option("--mask", help="VOS models: first-frame mask, indexed PNG (DAVIS style) or RGB in the DAVIS palette; or a folder of masks named by frame index (00000.png, 00042.png...), for objects that enter later (YouTube-VOS style).")] = None,
+    mask: Annotated[Path | None, typer.Option("--mask", help="VOS models: first-frame mask, indexed PNG (DAVIS style) or RGB in the DAVIS palette; or a folder of masks named by frame index (00000.png, 00042.png...) or, for a folder of frames, like its images, for objects that enter later (YouTube-VOS style).")] = None,
     model: Annotated[str, typer.Option("--model", help="stm, lite or spvos (VOS, need --mask), or arseg (semantic segmentation).")] = "lite",
     weights: Weights = None,
     backend: BackendName = "torch",

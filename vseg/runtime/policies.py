@@ -5,9 +5,10 @@ model and backend; everything family-specific sits in ONE policy object, chosen 
 :func:`make_policy` from the model name:
 
 - :class:`MemoryPolicy` (stm, and lite without STFF): a memory write on the first frame,
-  every ``mem_every`` frames and on every frame that comes with a mask (kind "mask"), and (``keep_previous``, the default) every other frame goes into
-  the memory's temporary previous-frame slot, as STM does: one more ``encode_value`` per frame,
-  and the newest appearance is always in memory; no other state.
+  every ``mem_every`` frames and on every frame that comes with a mask (kind "mask"), and
+  (``keep_previous``, the default) every other frame goes into the memory's temporary
+  previous-frame slot, as STM does: one more ``encode_value`` per frame, and the newest
+  appearance is always in memory; no other state.
 - :class:`StffPolicy` (lite): the same plus STFF's previous frame, the raw stride-16 feature
   ``prev_feat16`` [1, C16, h, w] and the foreground probability ``prev_fg`` [1, 1, H, W].
 - :class:`SparsePolicy` (spvos): the same memory writes; the key encoder runs all-dense on
