@@ -101,3 +101,13 @@ def test_youtube_vos_names_go_from_masks_to_outputs(davis, tmp_path):
     write_mask(masks / "00007.png", np.zeros_like(gt2))
     line = one_error_line(vseg("run", str(frames), "--mask", str(masks), "--out", str(tmp_path / "o3")))
     assert "00007.png names no frame of the video folder (its frames are 00000...00035)" in line
+
+
+def test_profile_reads_a_frame_folder(davis, tmp_path):
+    frames = davis / "JPEGImages" / "480p" / SEQ
+    first = davis / "Annotations" / "480p" / SEQ / "00000.png"
+    r = vseg("profile", "--model", "lite", "--backend", "torch", "--video", str(frames), "--mask", str(first),
+             "--frames", "3", "--warmup", "1", "--json", str(tmp_path / "p.json"))
+    assert r.returncode == 0, r.stderr
+    profile = json.loads((tmp_path / "p.json").read_text())
+    assert profile["frames"] == 3 and profile["fps_end_to_end"] > 0, profile.keys()

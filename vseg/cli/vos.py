@@ -130,7 +130,7 @@ def profile(
     weights: Weights = None,
     backend: BackendName = "torch",
     engines: Engines = None,
-    video: Annotated[Path | None, typer.Option("--video", help="Video to run (default: a synthetic clip).")] = None,
+    video: Annotated[Path | None, typer.Option("--video", help="Video file or folder of frame images to run (default: a synthetic clip).")] = None,
     mask: Annotated[Path | None, typer.Option("--mask", help="First-frame mask of --video (default: one centred box).")] = None,
     frames: Annotated[int, typer.Option("--frames", help="Frames measured per pass.")] = 60,
     warmup: Annotated[int, typer.Option("--warmup", help="Frames run before measuring.")] = 5,

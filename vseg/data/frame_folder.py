@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vseg.data.datasets import IMAGE_SUFFIXES, read_frame
-from vseg.data.video import DecodedFrame
+from vseg.data.video import DecodedFrame, VideoSource
 from vseg.errors import InputError
 
 
@@ -62,3 +62,10 @@ def _first_repeat(names: list[str]) -> str:
             return name
         seen.add(name)
     return ""
+
+
+def open_frames(path: str | Path) -> FrameFolder | VideoSource:
+    """What the VOS runtime reads frames from: a folder of images, or a video file (decoded
+    without motion vectors)."""
+    path = Path(path)
+    return FrameFolder(path) if path.is_dir() else VideoSource(path, motion_vectors=False)

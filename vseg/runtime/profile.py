@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vseg.data.frame_folder import open_frames
 from vseg.data.palette import atomic_save, read_mask
-from vseg.data.video import VideoSource
 from vseg.errors import InputError, VsegError
 from vseg.runtime.backends import Backend
 from vseg.runtime.inference_core import InferenceCore
@@ -72,7 +72,7 @@ class _Clip:
             video = Path(self._tmp.name) / "videos" / f"{name}.mp4"
             mask = Path(self._tmp.name) / "Annotations" / "480p" / name / "00000.png"
         self.video = Path(video)
-        with VideoSource(self.video, motion_vectors=False) as source:
+        with open_frames(self.video) as source:
             self.height, self.width = source.height, source.width
         if mask is None:
             self.ids = _centred_box(self.height, self.width)
@@ -115,7 +115,7 @@ def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str 
             return InferenceCore(backend, **options)
 
         decoded = []
-        with VideoSource(clip.video, motion_vectors=False) as source:
+        with open_frames(clip.video) as source:
             for frame in source:
                 decoded.append(frame.rgb)
                 if len(decoded) >= max(frames, warmup):
@@ -129,7 +129,7 @@ def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str 
             torch.cuda.reset_peak_memory_stats(backend.device)
 
         core, start = new_core(), time.perf_counter()
-        with VideoSource(clip.video, motion_vectors=False) as source:
+        with open_frames(clip.video) as source:
             for frame in source:
                 if frame.index >= frames:
                     break

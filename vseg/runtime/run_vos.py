@@ -39,9 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vseg.data.frame_folder import FrameFolder
+from vseg.data.frame_folder import open_frames
 from vseg.data.palette import read_mask
-from vseg.data.video import VideoSource
 from vseg.errors import InputError, VsegError
 from vseg.jsonio import write_json
 from vseg.runtime.backends import Backend
@@ -197,7 +196,7 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
     video, mask, out = Path(video), Path(mask), Path(out_dir)
     core = InferenceCore(backend, mem_every=mem_every, capacity=capacity, budget=budget, dense_every=dense_every,
                          keep_previous=keep_previous, skip_absent=skip_absent, min_side=min_side)
-    with (FrameFolder(video) if video.is_dir() else VideoSource(video, motion_vectors=False)) as source:
+    with open_frames(video) as source:
         names = getattr(source, "names", None)  # a frame folder's: masks and outputs go by them
         given, palette, mask_sha256 = read_given_masks(mask, names)
         ids = given[0]
