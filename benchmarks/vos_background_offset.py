@@ -11,17 +11,15 @@ with the runtime's defaults (``validate_vos``); 0 is the runtime.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 
 import torch
+from vos_probe import probe_parser, scored_row
 
 from vseg.errors import VsegError
 from vseg.jsonio import write_json
 from vseg.models.weights import load_named_model
 from vseg.runtime.inference_core import InferenceCore
-from vseg.train import validate_vos
 
 _decode = InferenceCore._decode
 
@@ -38,14 +36,8 @@ def with_background_offset(offset: float):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="stm")
-    parser.add_argument("--weights", default=None, help="default: the shipped weights")
-    parser.add_argument("--data", required=True)
+    parser = probe_parser(__doc__, "background_offset.json")
     parser.add_argument("--offsets", default="0.5,-0.5", help="comma-separated B values (0: the runtime)")
-    parser.add_argument("--max-clips", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", default="background_offset.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
@@ -53,12 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_named_model(args.model, args.weights)
         for offset in (float(v) for v in args.offsets.split(",")):
             InferenceCore._decode = with_background_offset(offset)
-            start = time.perf_counter()
-            score = validate_vos(model, args.data, max_sequences=args.max_clips)
-            rows.append({"offset": offset, "J&F": round(score["J&F"], 2), "J": round(score["J"], 2),
-                         "F": round(score["F"], 2), "minutes": round((time.perf_counter() - start) / 60, 1),
-                         "sequences": score["sequences"]})
-            print({k: v for k, v in rows[-1].items() if k != "sequences"}, flush=True)
+            rows.append(scored_row(model, args.data, args.max_clips, offset=offset))
     except VsegError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

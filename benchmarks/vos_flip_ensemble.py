@@ -11,18 +11,16 @@ the averaged masks. Scored with ``validate_vos`` against the plain run.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 
 import numpy as np
 import torch
+from vos_probe import probe_parser, scored_row
 
 from vseg.errors import VsegError
 from vseg.jsonio import write_json
 from vseg.models.weights import load_named_model
 from vseg.runtime.inference_core import InferenceCore
-from vseg.train import validate_vos
 
 
 def flip_ensemble(model):
@@ -44,25 +42,13 @@ def flip_ensemble(model):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="stm")
-    parser.add_argument("--weights", default=None, help="default: the shipped weights")
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--max-clips", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", default="flip_ensemble.json")
-    args = parser.parse_args(argv)
+    args = probe_parser(__doc__, "flip_ensemble.json").parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     try:
         model = load_named_model(args.model, args.weights)
         for variant, predictor in (("plain", model), ("flip_ensemble", flip_ensemble(model))):
-            start = time.perf_counter()
-            score = validate_vos(predictor, args.data, max_sequences=args.max_clips)
-            rows.append({"variant": variant, "J&F": round(score["J&F"], 2), "J": round(score["J"], 2),
-                         "F": round(score["F"], 2), "minutes": round((time.perf_counter() - start) / 60, 1),
-                         "sequences": score["sequences"]})
-            print({k: v for k, v in rows[-1].items() if k != "sequences"}, flush=True)
+            rows.append(scored_row(predictor, args.data, args.max_clips, variant=variant))
     except VsegError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
