@@ -119,15 +119,17 @@ def read_given_masks(mask: Path, names: list[str] | None = None) -> tuple[dict[i
         first = "00000.png" if names is None else f"{names[0]}.png"
         raise InputError(f"{mask}: a mask folder needs the first frame's mask, {first}")
     digest = hashlib.sha256()
-    given, palette = {}, None
+    given, palette, seen = {}, None, {0}
     for index in sorted(by_index):
         path = by_index[index]
         ids, own = read_mask(path)
+        shown = set(np.unique(ids).tolist())
         if palette is None:
             palette = own.copy()
         else:  # ids entering here keep the colour their own mask gives them
-            entering = [v for v in np.unique(ids) if v and not any((m == v).any() for m in given.values())]
+            entering = sorted(shown - seen)
             palette[entering] = own[entering]
+        seen |= shown
         given[index] = ids
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return given, palette, digest.hexdigest()
