@@ -32,8 +32,8 @@ from vseg.errors import VsegError
 from vseg.jsonio import write_json
 from vseg.metrics.davis import score_frame
 from vseg.models.weights import load_named_model
-from vseg.runtime.inference_core import InferenceCore
 from vseg.runtime.memory import MemoryStore
+from vseg.train.validate import segment_sequence
 
 _add = MemoryStore.add
 
@@ -43,16 +43,12 @@ def _add_reading_frame0(self, *args, introduces=None, **kwargs):
 
 
 def run_clip(model, frames: np.ndarray, gt: np.ndarray, late: int, enter: int | None) -> np.ndarray:
-    """Predicted ids [T, H, W]; ``late`` given on frame ``enter`` (None: every object on frame 0)."""
-    core = InferenceCore(model)
-    first = gt[0] if enter is None else np.where(gt[0] == late, 0, gt[0]).astype(np.uint8)
-    out = []
-    for t, frame in enumerate(frames):
-        mask = first if t == 0 else None
-        if enter is not None and t == enter:
-            mask = np.where(gt[t] == late, late, 0).astype(np.uint8)
-        out.append(core.step(frame, mask, later_ids=[late] if t == 0 and enter is not None else ()).ids)
-    return np.stack(out)
+    """Predicted ids [T, H, W] (the runtime's defaults); ``late`` given on frame ``enter``
+    (None: every object on frame 0)."""
+    if enter is None:
+        return segment_sequence(model, frames, gt[0])
+    first = np.where(gt[0] == late, 0, gt[0]).astype(np.uint8)
+    return segment_sequence(model, frames, first, later={enter: np.where(gt[enter] == late, late, 0).astype(np.uint8)})
 
 
 def score_after(gt: np.ndarray, pred: np.ndarray, late: int, enter: int) -> dict:
