@@ -13,7 +13,8 @@ from vseg.metrics.davis import region_jaccard
 from vseg.models.registry import build_model
 from vseg.models.weights import load_named_model
 from vseg.runtime.backends import TorchBackend
-from vseg.runtime.inference_core import InferenceCore, merge_given
+from vseg.runtime.given_masks import merge_given
+from vseg.runtime.inference_core import InferenceCore
 from vseg.runtime.memory import MemoryStore
 from vseg.runtime.policies import SparsePolicy
 from vseg.runtime.state import VideoState

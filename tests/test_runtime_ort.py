@@ -20,6 +20,7 @@ from vseg.metrics.davis import evaluate_davis
 from vseg.models.registry import build_model, save_model
 from vseg.runtime.backends import OrtBackend, TorchBackend, open_backend
 from vseg.runtime.inference_core import InferenceCore
+from vseg.runtime.mirrored import MirroredCore
 from vseg.runtime.run_vos import run_vos
 
 TINY = {"key_widths": (8, 16, 16), "value_widths": (8, 16, 16), "decoder_widths": (16, 16, 16),
@@ -115,6 +116,23 @@ def test_an_object_entering_later_runs_the_same_on_ort(setup, name):
         torch.testing.assert_close(results["ort"].probabilities, results["torch"].probabilities, atol=1e-4, rtol=0)
         assert results["ort"].kind == results["torch"].kind == ("mask" if t == 3 else results["ort"].kind)
     assert cores["ort"].memory.pinned_slots == cores["torch"].memory.pinned_slots == [0, 1]
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["stm", "lite"])
+def test_flip_augmentation_runs_the_same_on_ort(setup, name):
+    """MirroredCore (vseg run --flip) through the engines as through torch: two runs over one
+    backend, each with its own memory and (lite) its own previous-frame state."""
+    root, made = setup
+    weights, engines = made[name]
+    video, mask = clip_paths(root)
+    frames, first = read_frames(video), read_mask(mask)[0]
+    cores = {"torch": MirroredCore(open_backend("torch", name, weights=weights), mem_every=3),
+             "ort": MirroredCore(open_backend("ort", name, engines=engines), mem_every=3)}
+    for t, frame in enumerate(frames):
+        results = {kind: core.step(frame, first if t == 0 else None) for kind, core in cores.items()}
+        torch.testing.assert_close(results["ort"].probabilities, results["torch"].probabilities, atol=1e-4, rtol=0)
+    assert cores["ort"].summary()["engine_ms"]["decode"]["calls"] == 2 * (len(frames) - 1)
+
 
 def test_engines_run_small_frames_at_the_manifests_min_side(setup, tmp_path):
     """min_side in an engine folder's config: a 48x64 clip runs scaled up to the engines' 64x96

@@ -169,3 +169,11 @@ def test_demo_and_profile_commands(clip, tmp_path):
     assert p["latency_ms"]["p50"] <= p["latency_ms"]["p90"] <= p["latency_ms"]["p99"]
     assert p["engine_ms"]["encode_key"]["calls"] == 6 and p["memory"]["peak_rss_mib"] > 0
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    r = vseg("profile", "--model", "lite", "--weights", str(weights), "--video", str(video), "--mask", str(mask),
+             "--frames", "6", "--warmup", "2", "--no-skip-absent", "--flip", "--json", str(tmp_path / "f.json"))
+    assert r.returncode == 0, r.stderr
+    f = json.loads((tmp_path / "f.json").read_text())  # --flip: every engine twice, the same frame kinds
+    assert f["flip"] is True and f["engine_ms"]["encode_key"]["calls"] == 12
+    assert f["gflops"]["dense_per_frame"] == pytest.approx(2 * p["gflops"]["dense_per_frame"], rel=1e-3)
+    assert [x["kind"] for x in f["per_frame"]] == [x["kind"] for x in p["per_frame"]]

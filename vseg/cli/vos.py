@@ -20,6 +20,7 @@ KeepPrevious = Annotated[bool, typer.Option("--keep-previous/--no-keep-previous"
 SkipAbsent = Annotated[bool, typer.Option("--skip-absent/--no-skip-absent", help="An object reads only the memory frames whose mask shows it, and the first: one that left the picture is looked for where it was seen.")]
 MinSide = Annotated[int | None, typer.Option("--min-side", help="Scale frames whose shorter side is below N up to N before the network, and the masks back (default: the model's, set by vseg train --min-side; 0: never).")]
 Budget = Annotated[float | None, typer.Option("--budget", help="spvos: share of dense work to spend (in the trained range).")]
+Flip = Annotated[bool, typer.Option("--flip", help="Also run every frame mirrored left to right and average the two, memories included (test-time flip augmentation: twice the engine time and memory).")]
 DenseEvery = Annotated[int | None, typer.Option("--dense-every", help="spvos: run all-dense at least every N frames.")]
 ClipHeight = Annotated[int, typer.Option("--height", help="Synthetic clip height (an engine folder's size wins).")]
 ClipWidth = Annotated[int, typer.Option("--width", help="Synthetic clip width (an engine folder's size wins).")]
@@ -48,6 +49,7 @@ def run(
     capacity: Annotated[int, typer.Option("--capacity", help="VOS models: memory slots (the first frame, each later mask frame, the ring and the previous frame); an engine folder's own count wins.")] = 8,
     budget: Budget = None,
     dense_every: DenseEvery = None,
+    flip: Flip = False,
     lr_scale: Annotated[float | None, typer.Option("--lr-scale", help="arseg: resolution of non-keyframes (0.3-0.9; default: the model's).")] = None,
     keyframe_interval: Annotated[int | None, typer.Option("--keyframe-interval", help="arseg: also a keyframe every L frames (I-frames always are).")] = None,
     json_out: JsonOut = None,
@@ -66,7 +68,7 @@ def run(
         job = bar.add_task(f"{model} on {video.name}", total=None)
         summary = run_vos(video, mask, runner, out, mem_every=mem_every, keep_previous=keep_previous, capacity=capacity, budget=budget,
                           dense_every=dense_every, skip_absent=skip_absent, min_side=min_side, max_frames=max_frames, overlay=overlay, resume=resume,
-                          on_frame=_frame_progress(bar, job))
+                          flip=flip, on_frame=_frame_progress(bar, job))
     described = summary["backend"]
     console.print(f"wrote {summary['written']} masks to {summary['out']} ({len(summary['objects'])} object(s), "
                   f"{summary['fps']:.2f} frames/s, {backend} on {described['device']})", highlight=False)
@@ -106,6 +108,7 @@ def demo(
     height: ClipHeight = 240,
     width: ClipWidth = 432,
     seed: Seed = 0,
+    flip: Flip = False,
     json_out: JsonOut = None,
 ) -> None:
     """Render a synthetic clip, segment it (PNGs + overlay mp4) and print J&F against its ground truth."""
@@ -116,7 +119,7 @@ def demo(
         size = runner.static_size or (height, width)
         job = bar.add_task(f"{model} on a synthetic clip", total=frames)
         result = run_demo(runner, out, frames=frames, height=size[0], width=size[1], seed=seed,
-                          on_frame=_frame_progress(bar, job))
+                          flip=flip, on_frame=_frame_progress(bar, job))
     console.print(f"{result['clip']}: {result['run']['frames']} frames, masks in {result['pred']}, "
                   f"overlay {result['overlay']}", highlight=False)
     console.print(f"J&F {result['J&F']:.2f} (J {result['J']:.2f}, F {result['F']:.2f}) against the clip's "
@@ -142,6 +145,7 @@ def profile(
     min_side: MinSide = None,
     budget: Budget = None,
     dense_every: DenseEvery = None,
+    flip: Flip = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Per-frame latency plot (PNG).")] = None,
     json_out: JsonOut = None,
 ) -> None:
@@ -152,7 +156,7 @@ def profile(
     with open_backend(backend, model, weights=weights, engines=engines) as runner:
         result = profile_vos(runner, video=video, mask=mask, frames=frames, warmup=warmup, height=height,
                              width=width, mem_every=mem_every, keep_previous=keep_previous, budget=budget,
-                             dense_every=dense_every, skip_absent=skip_absent, min_side=min_side)
+                             dense_every=dense_every, skip_absent=skip_absent, min_side=min_side, flip=flip)
     described, lat, g = result["backend"], result["latency_ms"], result["gflops"]
     console.print(f"{model} on {backend} ({', '.join(described['providers'])}; {described['device']}), "
                   f"{result['engine_size'][0]}x{result['engine_size'][1]}, {result['objects']} object(s), "

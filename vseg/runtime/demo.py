@@ -21,8 +21,9 @@ from vseg.runtime.run_vos import run_vos
 
 
 def run_demo(backend: Backend, out_dir: str | Path, *, frames: int = 30, height: int = 240, width: int = 432,
-             seed: int = 0, on_frame: Callable[[int, int | None], None] | None = None) -> dict:
-    """Render clip ``seed``, segment it with ``backend`` and score it.
+             seed: int = 0, flip: bool = False, on_frame: Callable[[int, int | None], None] | None = None) -> dict:
+    """Render clip ``seed``, segment it with ``backend`` (``flip``: test-time flip augmentation,
+    see :mod:`vseg.runtime.mirrored`) and score it.
 
     Returns {"clip", "video", "pred", "overlay", "J&F", "J", "F" (percent), "run": run_vos's
     summary}.
@@ -35,7 +36,7 @@ def run_demo(backend: Backend, out_dir: str | Path, *, frames: int = 30, height:
     annotations = data / "Annotations" / "480p"
     overlay = out / f"{name}_overlay.mp4"
     summary = run_vos(video, annotations / name / "00000.png", backend, out / "pred" / name, overlay=overlay,
-                      on_frame=on_frame)
+                      flip=flip, on_frame=on_frame)
     scores = evaluate_davis(out / "pred", annotations, sequences=[name])["dataset"]
     return {"clip": name, "video": str(video), "pred": str(out / "pred" / name), "overlay": str(overlay),
             "J&F": scores["J&F-Mean"], "J": scores["J-Mean"], "F": scores["F-Mean"], "run": summary}

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from vseg.errors import InputError
 from vseg.export.graphs import ENGINES
 from vseg.runtime.backends import Backend, Geometry, TorchBackend
+from vseg.runtime.given_masks import GivenMask, merge_given
 from vseg.runtime.memory import MemoryStore
 from vseg.runtime.policies import KEYFRAME_KINDS, FrameGflops, MemoryPolicy, make_policy
 from vseg.runtime.state import VideoState
@@ -73,33 +74,21 @@ class StepResult:
         return self.gflops.key
 
 
-@dataclass(frozen=True)
-class GivenMask:
-    """A mask given on a later frame: video [1, S, H, W] and work [1, S, Hp, Wp] (float 0/1
-    object masks in the engines' S object slots, at the video's size and padded at the working
-    size), shown [1, S] bool (the slots it sets), new [1, S] bool (those it starts)."""
+@dataclass
+class PendingStep:
+    """A frame between :meth:`InferenceCore.begin_step` and its commit: what the memory write
+    needs. probs [1, K+1, Hp, Wp]: the frame's probabilities (padded, at the working size)."""
 
-    video: torch.Tensor
-    work: torch.Tensor
-    shown: torch.Tensor
-    new: torch.Tensor
-
-
-def merge_given(probs: torch.Tensor, objects: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
-    """probs [1, K+1, H, W] (background first), objects [1, K, H, W] given 0/1 masks, shown
-    [1, K] bool -> probabilities where each shown object is exactly its given mask and the
-    others keep theirs off the given pixels; background takes the rest."""
-    on = shown[:, :, None, None]
-    covered = (objects * on).sum(1, keepdim=True).clamp(max=1)
-    merged = torch.where(on, objects, probs[:, 1:] * (1 - covered))
-    return torch.cat([(1 - merged.sum(1, keepdim=True)).clamp(min=0), merged], dim=1)
-
-
-def entering_ids(first_mask: np.ndarray, later_masks) -> list[int]:
-    """The ids the ``later_masks`` ([H, W] id arrays) show and ``first_mask`` does not, ascending:
-    what :meth:`InferenceCore.step` takes as ``later_ids`` on the first frame."""
-    shown = {int(v) for mask in later_masks for v in np.unique(mask)}
-    return sorted(shown - {int(v) for v in np.unique(first_mask)} - {0})
+    index: int
+    image: torch.Tensor
+    plan: object
+    key_out: dict[str, torch.Tensor]
+    outputs: dict[str, torch.Tensor]
+    probs: torch.Tensor
+    given: GivenMask | None
+    first_output: tuple[torch.Tensor, np.ndarray] | None
+    start: float
+    gflops: FrameGflops | None = None
 
 
 def working_size(height: int, width: int, min_side: int) -> tuple[int, int]:
@@ -174,6 +163,22 @@ class InferenceCore:
         and announced ids (module docstring). mask_name names the mask in error messages
         (e.g. its path). Output object order: object_ids, then later_ids ascending.
         """
+        pending = self.begin_step(frame, mask, object_ids, mask_name, later_ids)
+        try:
+            result = self.finish_step(pending)
+        except BaseException:
+            self.abort_step(pending)
+            raise
+        self.commit_step(pending)
+        return result
+
+    # -- a step in three parts, for ensembles that combine several cores' probabilities ----------
+
+    def begin_step(self, frame: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor | None = None,
+                   object_ids: list[int] | tuple[int, ...] | None = None, mask_name: str = "mask",
+                   later_ids: list[int] | tuple[int, ...] = ()) -> PendingStep:
+        """The first part of :meth:`step` (same arguments): encode and decode the frame, write
+        nothing. The state stays open until :meth:`commit_step` or :meth:`abort_step`."""
         start = time.perf_counter()
         index = self.frame_index
         if index == 0 and mask is None:
@@ -193,26 +198,51 @@ class InferenceCore:
             probs = first_probs if first_probs is not None else torch.softmax(outputs["logits"].float(), dim=1)
             if given is not None:
                 probs = merge_given(probs, given.work, given.shown)
-            if plan.encodes_value:
-                values = self.backend.infer("encode_value", {"frame": image, "masks": probs[:, 1:],
-                                                             "feat16": key_out["feat16"]})["values"]
-                state.memory.write(key_out["key"], values, frame_index=index, previous=not plan.writes_memory,
-                                   present=self._present(probs) if self.skip_absent else None,
-                                   pin=given is not None, introduces=given.new if given is not None else None)
-            self.policy.after_frame(plan, outputs, probs, state)
-            state.set("frame_index", index + 1)
-            gflops = self.policy.frame_gflops(plan, outputs)
-            probabilities, ids = self._crop(probs, given) if first_output is None else first_output
         except BaseException:
             state.discard()
             raise
-        state.commit()
-        if given is not None:  # the entering objects are decoded from the next frame on
-            self._object_valid = self._object_valid | given.new
-        self.costs.append(gflops)
-        self.kinds.append(plan.kind)
-        return StepResult(index, probabilities, ids, self.object_ids, plan.writes_memory, plan.kind, gflops,
-                          time.perf_counter() - start)
+        return PendingStep(index, image, plan, key_out, outputs, probs, given, first_output, start)
+
+    def finish_step(self, pending: PendingStep, probs: torch.Tensor | None = None) -> StepResult:
+        """The second part: the memory write and the policy's state from ``probs`` [1, K+1, Hp, Wp]
+        (default: the frame's own, ``pending.probs``; frame 0 always keeps its given mask), and
+        the frame's output. Then :meth:`commit_step`, or :meth:`abort_step` if anything failed."""
+        index, image, plan, given = pending.index, pending.image, pending.plan, pending.given
+        if probs is None or pending.first_output is not None:
+            probs = pending.probs
+        elif probs.shape != pending.probs.shape:
+            raise ValueError(f"probabilities must be {tuple(pending.probs.shape)}, got {tuple(probs.shape)}")
+        state = self.state
+        if plan.encodes_value:
+            values = self.backend.infer("encode_value", {"frame": image, "masks": probs[:, 1:],
+                                                         "feat16": pending.key_out["feat16"]})["values"]
+            state.memory.write(pending.key_out["key"], values, frame_index=index, previous=not plan.writes_memory,
+                               present=self._present(probs) if self.skip_absent else None,
+                               pin=given is not None, introduces=given.new if given is not None else None)
+        self.policy.after_frame(plan, pending.outputs, probs, state)
+        state.set("frame_index", index + 1)
+        pending.gflops = self.policy.frame_gflops(plan, pending.outputs)
+        probabilities, ids = self._crop(probs, given) if pending.first_output is None else pending.first_output
+        return StepResult(index, probabilities, ids, self.object_ids, plan.writes_memory, plan.kind, pending.gflops,
+                          time.perf_counter() - pending.start)
+
+    def commit_step(self, pending: PendingStep) -> None:
+        """The frame is finished: its state becomes the one the next frame reads."""
+        self.state.commit()
+        if pending.given is not None:  # the entering objects are decoded from the next frame on
+            self._object_valid = self._object_valid | pending.given.new
+        self.costs.append(pending.gflops)
+        self.kinds.append(pending.plan.kind)
+
+    def abort_step(self, pending: PendingStep) -> None:
+        """Drop the frame: the state stays that of the last finished frame."""
+        self.state.discard()
+
+    def content(self, probs: torch.Tensor) -> torch.Tensor:
+        """Padded working-size [..., Hp, Wp] -> the view of the frame's own pixels [..., h, w]
+        (the working size without the padding)."""
+        left, _, top, _ = self._pad
+        return probs[..., top:top + self._work[0], left:left + self._work[1]]
 
     # -- input -------------------------------------------------------------------------------
 
@@ -354,10 +384,8 @@ class InferenceCore:
     def _crop(self, probs: torch.Tensor, given: GivenMask | None = None) -> tuple[torch.Tensor, np.ndarray]:
         """Padded probabilities at the working size -> (probabilities [K+1, H, W] of the tracked
         objects at the video's size, user ids); a given mask's objects are its own pixels."""
-        left, _, top, _ = self._pad
-        h, w = self._work
         k = len(self.object_ids)
-        cropped = probs[:, :1 + k, top:top + h, left:left + w].float()
+        cropped = self.content(probs[:, :1 + k]).float()
         if self._work != self._size:
             cropped = F.interpolate(cropped, size=self._size, mode="bilinear", align_corners=False)
         if given is not None:  # not their round trip through the working size, as on frame 0
@@ -389,5 +417,6 @@ class InferenceCore:
             "engine_ms": self.backend.timing_summary(),
             "policy": self.policy.options(),
             "skip_absent": self.skip_absent and self._per_object_valid,
+            "flip": False,  # test-time flip augmentation: vseg.runtime.mirrored
             **self.policy.summary(self.costs),
         }

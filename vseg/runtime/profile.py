@@ -31,6 +31,7 @@ from vseg.data.palette import atomic_save, read_mask
 from vseg.errors import InputError, VsegError
 from vseg.runtime.backends import Backend
 from vseg.runtime.inference_core import InferenceCore
+from vseg.runtime.mirrored import MirroredCore, make_core
 from vseg.runtime.policies import KEYFRAME_KINDS
 
 KIND_COLOURS = {"first": "black", "memory": "tab:red", "refresh": "tab:orange", "sparse": "tab:green",
@@ -92,12 +93,13 @@ def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str 
                 frames: int = 60, warmup: int = 5, height: int = 240, width: int = 432, mem_every: int = 5,
                 keep_previous: bool = True, budget: float | None = None, dense_every: int | None = None,
                 max_objects: int | None = None, seed: int = 0, skip_absent: bool = True,
-                min_side: int | None = None) -> dict:
+                min_side: int | None = None, flip: bool = False) -> dict:
     """Profile ``backend`` (active) on ``video`` or a synthetic clip; returns a JSON-ready dict.
 
     frames: frames measured per pass (at most the video's length); warmup: frames run first and
     not measured; height/width: size of the synthetic clip. The tracked objects are the mask's,
     smallest ids first, at most ``max_objects`` and as many as the engines have object slots.
+    flip: profile test-time flip augmentation (:class:`~vseg.runtime.mirrored.MirroredCore`).
     """
     if frames < 2 or warmup < 0:
         raise VsegError(f"profile needs --frames >= 2 and --warmup >= 0, got {frames} and {warmup}")
@@ -111,8 +113,8 @@ def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str 
         limits = [n for n in (max_objects, backend.static_objects) if n is not None]
         tracked = present[:min(limits, default=len(present))]
 
-        def new_core() -> InferenceCore:
-            return InferenceCore(backend, **options)
+        def new_core() -> InferenceCore | MirroredCore:
+            return make_core(backend, flip, **options)
 
         decoded = []
         with open_frames(clip.video) as source:
@@ -154,6 +156,7 @@ def profile_vos(backend: Backend, *, video: str | Path | None = None, mask: str 
         "video": None if clip.synthetic else str(clip.video), "synthetic_clip": clip.synthetic,
         "size": [clip.height, clip.width], "engine_size": summary["engine_size"], "objects": len(tracked),
         "frames": frames, "warmup": warmup, "policy": summary["policy"], "skip_absent": summary["skip_absent"],
+        "flip": summary["flip"],
         "fps_end_to_end": round(frames / end_to_end, 3), "fps_without_decoding": round(frames / runtime_only, 3),
         "latency_ms": _percentiles(latencies),
         "keyframe_latency_ms": _percentiles([x for x, r in zip(latencies, results) if r.kind in KEYFRAME_KINDS]),

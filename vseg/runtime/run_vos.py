@@ -44,7 +44,9 @@ from vseg.data.palette import read_mask
 from vseg.errors import InputError, VsegError
 from vseg.jsonio import write_json
 from vseg.runtime.backends import Backend
-from vseg.runtime.inference_core import InferenceCore, entering_ids
+from vseg.runtime.given_masks import entering_ids
+from vseg.runtime.inference_core import InferenceCore
+from vseg.runtime.mirrored import MirroredCore, make_core
 from vseg.runtime.sinks import OverlaySink, PaletteSink, frame_png
 
 RUN_RECORD = ".vseg_run.json"
@@ -135,7 +137,7 @@ def read_given_masks(mask: Path, names: list[str] | None = None) -> tuple[dict[i
     return given, palette, digest.hexdigest()
 
 
-def run_record(video: Path, mask: Path, mask_sha256: str, backend: Backend, core: InferenceCore) -> dict:
+def run_record(video: Path, mask: Path, mask_sha256: str, backend: Backend, core: InferenceCore | MirroredCore) -> dict:
     """What determines a run's outputs; a resume must find the same record."""
     description = backend.describe()
     frames = sorted(video.iterdir()) if video.is_dir() else [video]
@@ -145,7 +147,7 @@ def run_record(video: Path, mask: Path, mask_sha256: str, backend: Backend, core
         "model": backend.model_name, "config": backend.model_config, "weights": backend.weights_id(),
         "backend": backend.name, "engines": description.get("engines"),
         "policy": core.policy.options(), "capacity": core.capacity, "skip_absent": core.skip_absent,
-        "min_side": core.min_side,
+        "min_side": core.min_side, "flip": isinstance(core, MirroredCore),
     }
 
 
@@ -182,7 +184,7 @@ def _clear_earlier_run(out_dir: Path, names: list[str] | None) -> int:
 def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str | Path, *, mem_every: int = 5,
             keep_previous: bool = True, capacity: int = 8, budget: float | None = None, dense_every: int | None = None,
             skip_absent: bool = True, min_side: int | None = None, max_frames: int | None = None, overlay: str | Path | None = None, resume: bool = False,
-            on_frame: Callable[[int, int | None], None] | None = None) -> dict:
+            flip: bool = False, on_frame: Callable[[int, int | None], None] | None = None) -> dict:
     """Segment ``video`` from the first-frame ``mask`` (or a folder of masks, see the module
     docstring) through ``backend``; returns a summary dict.
 
@@ -190,14 +192,15 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
     and dense_every for spvos); capacity: memory slots (an engine folder's own count wins);
     skip_absent: objects read only the memory frames that show them; min_side: scale smaller
     frames up to this shorter side (None: the model's, see InferenceCore). overlay: also write
-    the masks blended on the video to this mp4. resume: continue an interrupted run (see the
+    the masks blended on the video to this mp4. flip: test-time flip augmentation
+    (:class:`~vseg.runtime.mirrored.MirroredCore`). resume: continue an interrupted run (see the
     module docstring). on_frame(index, total) is called after each frame is written (total may
     be None). A mask whose size differs from the video, an empty mask, a mask with colours
     that are not objects, or a video that is not one is an InputError naming the file.
     """
     video, mask, out = Path(video), Path(mask), Path(out_dir)
-    core = InferenceCore(backend, mem_every=mem_every, capacity=capacity, budget=budget, dense_every=dense_every,
-                         keep_previous=keep_previous, skip_absent=skip_absent, min_side=min_side)
+    core = make_core(backend, flip, mem_every=mem_every, capacity=capacity, budget=budget, dense_every=dense_every,
+                     keep_previous=keep_previous, skip_absent=skip_absent, min_side=min_side)
     with open_frames(video) as source:
         names = getattr(source, "names", None)  # a frame folder's: masks and outputs go by them
         given, palette, mask_sha256 = read_given_masks(mask, names)

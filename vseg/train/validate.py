@@ -23,7 +23,8 @@ from vseg.errors import InputError
 from vseg.metrics.davis import score_sequence, summarise_davis
 from vseg.metrics.entering import first_annotations, object_ids_of, score_entering
 from vseg.models.stm import MemoryNetwork
-from vseg.runtime.inference_core import InferenceCore, entering_ids
+from vseg.runtime.given_masks import entering_ids
+from vseg.runtime.mirrored import make_core
 from vseg.train.vos_data import resize_frames, resize_ids
 
 # A predictor maps (sequence name, frames uint8 [T, H, W, 3], first mask uint8 [H, W]) to
@@ -34,12 +35,13 @@ Predictor = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
 def segment_sequence(model: MemoryNetwork, frames: np.ndarray, first_mask: np.ndarray,
                      mem_every: int = 5, capacity: int = 8, keep_previous: bool = True,
                      skip_absent: bool = True, min_side: int | None = None,
-                     later: dict[int, np.ndarray] | None = None) -> np.ndarray:
+                     later: dict[int, np.ndarray] | None = None, flip: bool = False) -> np.ndarray:
     """Run ``model`` over one video: frames uint8 [T, H, W, 3], first_mask uint8 [H, W] ids ->
     predicted ids uint8 [T, H, W] (frame 0 is the given mask). min_side: InferenceCore's
-    (None: the model config's). later: {frame index: mask [H, W]} of objects entering there."""
-    core = InferenceCore(model, mem_every=mem_every, capacity=capacity, keep_previous=keep_previous,
-                         skip_absent=skip_absent, min_side=min_side)
+    (None: the model config's). later: {frame index: mask [H, W]} of objects entering there.
+    flip: test-time flip augmentation (:class:`~vseg.runtime.mirrored.MirroredCore`)."""
+    core = make_core(model, flip, mem_every=mem_every, capacity=capacity, keep_previous=keep_previous,
+                     skip_absent=skip_absent, min_side=min_side)
     later = later or {}
     later_ids = entering_ids(first_mask, later.values())
     out = np.empty(frames.shape[:3], np.uint8)
@@ -59,11 +61,11 @@ def _frames_at(frames: np.ndarray, masks: np.ndarray, size: tuple[int, int] | No
 def validate_vos(model: MemoryNetwork | Predictor, dataset_root: str | Path, split: str = "val",
                  max_sequences: int | None = None, size: tuple[int, int] | None = None,
                  mem_every: int = 5, capacity: int = 8, keep_previous: bool = True,
-                 skip_absent: bool = True, min_side: int | None = None) -> dict:
+                 skip_absent: bool = True, min_side: int | None = None, flip: bool = False) -> dict:
     """J&F of ``model`` on the ``split`` sequences of a DAVIS/YouTube-VOS folder.
 
     model: a VOS model (run through InferenceCore with ``mem_every`` / ``capacity`` /
-    ``keep_previous`` / ``skip_absent`` / ``min_side``) or any
+    ``keep_previous`` / ``skip_absent`` / ``min_side`` / ``flip``) or any
     :data:`Predictor`. size: (h, w) to resize frames (bilinear) and annotations (nearest) to
     before running and scoring; None keeps the dataset's size. Every frame of a sequence must
     be annotated (the DAVIS protocol scores all of them), unless the sequence runs the YouTube-VOS
@@ -81,7 +83,8 @@ def validate_vos(model: MemoryNetwork | Predictor, dataset_root: str | Path, spl
         raise InputError(f"{dataset_root}: split {split!r} has no sequences")
     if isinstance(model, MemoryNetwork):
         def predict(name: str, frames: np.ndarray, first: np.ndarray) -> np.ndarray:
-            return segment_sequence(model, frames, first, mem_every, capacity, keep_previous, skip_absent, min_side)
+            return segment_sequence(model, frames, first, mem_every, capacity, keep_previous, skip_absent, min_side,
+                                    flip=flip)
     else:
         predict = model
     scores = []
@@ -107,7 +110,7 @@ def validate_vos(model: MemoryNetwork | Predictor, dataset_root: str | Path, spl
             given.setdefault(t, np.zeros(masks.shape[1:], np.uint8))[masks[t] == v] = v
         start = min(given)
         preds = segment_sequence(model, frames[start:], given.pop(start), mem_every, capacity, keep_previous,
-                                 skip_absent, min_side, later={t - start: m for t, m in given.items()})
+                                 skip_absent, min_side, later={t - start: m for t, m in given.items()}, flip=flip)
         blank = np.zeros(masks.shape[1:], np.uint8)  # frames before the first object are never scored
         scores.append(score_entering([masks[t] for t in annotated],
                                      [preds[t - start] if t >= start else blank for t in annotated],
