@@ -71,19 +71,30 @@ def clip_paths(root):
     return root / "data" / "videos" / f"{SEQ}.mp4", root / "data" / "Annotations" / "480p" / SEQ / "00000.png"
 
 
+def torch_and_ort(made, name, core=InferenceCore):
+    """Two cores (InferenceCore or MirroredCore), one per backend, memory writes every 3 frames."""
+    weights, engines = made[name]
+    return {"torch": core(open_backend("torch", name, weights=weights), mem_every=3),
+            "ort": core(open_backend("ort", name, engines=engines), mem_every=3)}
+
+
+def step_both(cores, frame, *args, **kwargs):
+    """One step of each core; their probabilities agree within 1e-4. Returns the results by backend."""
+    results = {kind: core.step(frame, *args, **kwargs) for kind, core in cores.items()}
+    # Random weights leave near-ties between objects, so ids may flip where probabilities agree.
+    torch.testing.assert_close(results["ort"].probabilities, results["torch"].probabilities, atol=1e-4, rtol=0)
+    return results
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["stm", "lite"])
 def test_ort_engines_match_the_torch_backend(setup, name):
     root, made = setup
-    weights, engines = made[name]
     video, mask = clip_paths(root)
     frames, first = read_frames(video), read_mask(mask)[0]
-    cores = {"torch": InferenceCore(open_backend("torch", name, weights=weights), mem_every=3),
-             "ort": InferenceCore(open_backend("ort", name, engines=engines), mem_every=3)}
+    cores = torch_and_ort(made, name)
     for t, frame in enumerate(frames):
-        results = {kind: core.step(frame, first if t == 0 else None) for kind, core in cores.items()}
-        # Random weights leave near-ties between objects, so ids may flip where probabilities agree.
-        torch.testing.assert_close(results["ort"].probabilities, results["torch"].probabilities, atol=1e-4, rtol=0)
+        results = step_both(cores, frame, first if t == 0 else None)
         assert results["ort"].kind == results["torch"].kind
         for kind, result in results.items():
             write_mask(root / f"pred-{name}-{kind}" / SEQ / f"{t:05d}.png", result.ids)
@@ -94,28 +105,25 @@ def test_ort_engines_match_the_torch_backend(setup, name):
     assert cores["ort"].backend.describe()["providers"][-1] == "CPUExecutionProvider"
 
 
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["stm", "lite"])
 def test_an_object_entering_later_runs_the_same_on_ort(setup, name):
     """The clip's last object given on frame 3 instead of 0: its slot switched off, then pinned
     in memory and read on its own, through the engines as through torch."""
     root, made = setup
-    weights, engines = made[name]
     video, _ = clip_paths(root)
     annotations = root / "data" / "Annotations" / "480p" / SEQ
     frames = read_frames(video)
     gt = [read_mask(annotations / f"{t:05d}.png")[0] for t in (0, 3)]
     late = int(gt[0].max())
     first, entering = np.where(gt[0] == late, 0, gt[0]).astype(np.uint8), np.where(gt[1] == late, late, 0).astype(np.uint8)
-    cores = {"torch": InferenceCore(open_backend("torch", name, weights=weights), mem_every=3),
-             "ort": InferenceCore(open_backend("ort", name, engines=engines), mem_every=3)}
+    cores = torch_and_ort(made, name)
     for t, frame in enumerate(frames):
         mask = first if t == 0 else entering if t == 3 else None
-        results = {kind: core.step(frame, mask, later_ids=[late] if t == 0 else ()) for kind, core in cores.items()}
-        torch.testing.assert_close(results["ort"].probabilities, results["torch"].probabilities, atol=1e-4, rtol=0)
+        results = step_both(cores, frame, mask, later_ids=[late] if t == 0 else ())
         assert results["ort"].kind == results["torch"].kind == ("mask" if t == 3 else results["ort"].kind)
     assert cores["ort"].memory.pinned_slots == cores["torch"].memory.pinned_slots == [0, 1]
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["stm", "lite"])
@@ -123,14 +131,11 @@ def test_flip_augmentation_runs_the_same_on_ort(setup, name):
     """MirroredCore (vseg run --flip) through the engines as through torch: two runs over one
     backend, each with its own memory and (lite) its own previous-frame state."""
     root, made = setup
-    weights, engines = made[name]
     video, mask = clip_paths(root)
     frames, first = read_frames(video), read_mask(mask)[0]
-    cores = {"torch": MirroredCore(open_backend("torch", name, weights=weights), mem_every=3),
-             "ort": MirroredCore(open_backend("ort", name, engines=engines), mem_every=3)}
+    cores = torch_and_ort(made, name, MirroredCore)
     for t, frame in enumerate(frames):
-        results = {kind: core.step(frame, first if t == 0 else None) for kind, core in cores.items()}
-        torch.testing.assert_close(results["ort"].probabilities, results["torch"].probabilities, atol=1e-4, rtol=0)
+        step_both(cores, frame, first if t == 0 else None)
     assert cores["ort"].summary()["engine_ms"]["decode"]["calls"] == 2 * (len(frames) - 1)
 
 

@@ -22,6 +22,11 @@ Frames are padded to a multiple of 16, split evenly between the sides, and the o
 back. Engines with a fixed number of object slots get the unused ones switched off by
 ``object_valid``.
 
+A step is three calls, :meth:`~InferenceCore.begin_step` (encode and decode),
+:meth:`~InferenceCore.finish_step` (memory write and output, from the frame's probabilities or
+ones given) and :meth:`~InferenceCore.commit_step`, so that an ensemble can write several cores'
+averaged answer to each of their memories (:mod:`vseg.runtime.mirrored`, ``vseg run --flip``).
+
 Working size: weights trained on frames scaled up (``vseg train --scale-range 1.7 2.3``) expect
 targets that many pixels wide, and lose when run on the small frames themselves. Their model
 config's ``min_side`` (0: none) makes the core scale every frame whose shorter side is below it
