@@ -94,9 +94,14 @@ def test_youtube_vos_names_go_from_masks_to_outputs(davis, tmp_path):
     again = tmp_path / "again"  # interrupted after 3 frames, resumed
     assert vseg("run", str(frames), "--mask", str(masks), "--out", str(again), "--max-frames", "3").returncode == 0
     assert sorted(p.stem for p in again.glob("*.png")) == names[:3]
+    (frames / "notes.txt").write_text("not a frame")  # a file that is no frame does not block the resume
     assert vseg("run", str(frames), "--mask", str(masks), "--out", str(again), "--resume").returncode == 0
     for name in names:
         np.testing.assert_array_equal(read_mask(again / f"{name}.png")[0], read_mask(out / f"{name}.png")[0])
+    shutil.copy(frames / "00035.jpg", frames / "00040.jpg")  # one that is does
+    line = one_error_line(vseg("run", str(frames), "--mask", str(masks), "--out", str(again), "--resume"))
+    assert "differs in video_bytes" in line
+    (frames / "00040.jpg").unlink()
 
     write_mask(masks / "00007.png", np.zeros_like(gt2))
     line = one_error_line(vseg("run", str(frames), "--mask", str(masks), "--out", str(tmp_path / "o3")))

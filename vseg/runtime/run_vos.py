@@ -137,12 +137,13 @@ def read_given_masks(mask: Path, names: list[str] | None = None) -> tuple[dict[i
     return given, palette, digest.hexdigest()
 
 
-def run_record(video: Path, mask: Path, mask_sha256: str, backend: Backend, core: InferenceCore | MirroredCore) -> dict:
-    """What determines a run's outputs; a resume must find the same record."""
+def run_record(video: Path, frames: list[Path], mask: Path, mask_sha256: str, backend: Backend,
+               core: InferenceCore | MirroredCore) -> dict:
+    """What determines a run's outputs; a resume must find the same record. frames: the files
+    the frames come from (the video, or a folder's images: other files in it do not count)."""
     description = backend.describe()
-    frames = sorted(video.iterdir()) if video.is_dir() else [video]
     return {
-        "video": str(video.resolve()), "video_bytes": sum(f.stat().st_size for f in frames if f.is_file()),
+        "video": str(video.resolve()), "video_bytes": sum(f.stat().st_size for f in frames),
         "mask_sha256": mask_sha256,
         "model": backend.model_name, "config": backend.model_config, "weights": backend.weights_id(),
         "backend": backend.name, "engines": description.get("engines"),
@@ -215,7 +216,7 @@ def run_vos(video: str | Path, mask: str | Path, backend: Backend, out_dir: str 
         if source.frame_count and max(given) >= source.frame_count:
             raise InputError(f"{_mask_path(mask, max(given))}: a mask for frame {max(given)} but {video} has "
                              f"{source.frame_count} frames")
-        record = run_record(video, mask, mask_sha256, backend, core)
+        record = run_record(video, getattr(source, "files", [video]), mask, mask_sha256, backend, core)
         done = _resume_point(out, record, names) if resume else _clear_earlier_run(out, names)
         sink = PaletteSink(out, palette, names)
         write_json(out / RUN_RECORD, record)
