@@ -30,7 +30,7 @@ import torch
 from vseg.data.datasets import load_sequence, open_dataset
 from vseg.errors import VsegError
 from vseg.jsonio import write_json
-from vseg.metrics.davis import score_frame
+from vseg.metrics.frame_jf import score_frame
 from vseg.models.weights import load_named_model
 from vseg.runtime.memory import MemoryStore
 from vseg.train.validate import segment_sequence

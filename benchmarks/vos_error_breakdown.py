@@ -40,7 +40,7 @@ from vseg.data.vos_scene import plan_clip, render_masks
 from vseg.errors import VsegError
 from vseg.jsonio import write_json
 from vseg.metrics.breakdown import ERROR_KINDS, attribute_errors
-from vseg.metrics.davis import region_jaccard
+from vseg.metrics.frame_jf import region_jaccard
 from vseg.models.weights import load_named_model
 from vseg.runtime.inference_core import InferenceCore
 from vseg.train import validate_vos

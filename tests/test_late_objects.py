@@ -9,7 +9,7 @@ import torch
 from vseg.data.datasets import load_sequence, open_dataset
 from vseg.data.synth_vos import generate_vos
 from vseg.errors import InputError
-from vseg.metrics.davis import region_jaccard
+from vseg.metrics.frame_jf import region_jaccard
 from vseg.models.registry import build_model
 from vseg.models.weights import load_named_model
 from vseg.runtime.backends import TorchBackend

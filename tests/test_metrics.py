@@ -13,19 +13,15 @@ import pytest
 from vseg.data.palette import write_mask
 from vseg.errors import InputError
 from vseg.jsonio import write_json
-from vseg.metrics.davis import (
+from vseg.metrics.davis import decay_bins, evaluate_davis, format_davis_table, object_statistics, score_sequence
+from vseg.metrics.frame_jf import (
     boundary_f_measure,
     boundary_precision_recall,
     boundary_tolerance,
-    decay_bins,
     dilate_disk,
-    evaluate_davis,
-    format_davis_table,
     mask_boundary,
-    object_statistics,
     region_jaccard,
     score_frame,
-    score_sequence,
 )
 from vseg.metrics.vss import ConfusionMatrix, evaluate_vss, format_vss_table
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vseg.metrics.davis import dilate_disk
+from vseg.metrics.frame_jf import dilate_disk
 
 ERROR_KINDS = ("missed_as_background", "missed_as_other_target", "false_on_distractor",
                "false_on_other_target", "false_near_target", "false_far_away")

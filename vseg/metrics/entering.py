@@ -26,16 +26,8 @@ import numpy as np
 
 from vseg.data.palette import read_mask
 from vseg.errors import InputError
-from vseg.metrics.davis import (
-    DEFAULT_BOUND_TH,
-    VOID_ID,
-    SequenceScores,
-    annotation_paths,
-    read_prediction,
-    score_folders,
-    score_frame,
-    summarise_davis,
-)
+from vseg.metrics.davis import SequenceScores, annotation_paths, read_prediction, score_folders, summarise_davis
+from vseg.metrics.frame_jf import DEFAULT_BOUND_TH, VOID_ID, score_frame
 
 PROTOCOL = "DAVIS-2017 semi-supervised, with objects that enter later (vseg.metrics.entering)"
 
