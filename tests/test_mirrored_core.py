@@ -174,3 +174,17 @@ def test_vseg_run_flip_writes_masks_and_resumes_only_with_flip(tmp_path, stm):
         np.testing.assert_array_equal(pair.step(frame, ids[0] if t == 0 else None).ids, ids[t])
     refused = vseg(*args, "--resume")  # the earlier run had --flip
     assert "differs in flip" in one_error_line(refused)
+
+
+def test_an_object_entering_later_is_given_to_both_runs(stm):
+    frames, mask = video(4, seed=4), id_mask()
+    first = np.where(mask == 7, 0, mask).astype(np.uint8)
+    entering = np.where(mask == 7, 7, 0).astype(np.uint8)
+    pair = MirroredCore(stm, mem_every=5)
+    for t, frame in enumerate(frames):
+        result = pair.step(frame, first if t == 0 else entering if t == 2 else None, later_ids=[7] if t == 0 else ())
+        if t == 2:  # the given object is exactly its mask; both memories pin the frame
+            np.testing.assert_array_equal(result.ids == 7, entering == 7)
+            assert result.kind == "mask"
+    assert pair.memory.pinned_slots == pair.mirrored.memory.pinned_slots == [0, 1]
+    assert result.object_ids == (3, 7)
