@@ -174,6 +174,7 @@ def test_vseg_run_flip_writes_masks_and_resumes_only_with_flip(tmp_path, stm):
         np.testing.assert_array_equal(pair.step(frame, ids[0] if t == 0 else None).ids, ids[t])
     refused = vseg(*args, "--resume")  # the earlier run had --flip
     assert "differs in flip" in one_error_line(refused)
+    assert "--flip is for the VOS models" in one_error_line(vseg("run", str(video_path), "--model", "arseg", "--flip"))
 
 
 def test_an_object_entering_later_is_given_to_both_runs(stm):

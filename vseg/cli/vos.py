@@ -60,6 +60,8 @@ def run(
 
     out = out or Path("out") / video.stem
     if model == "arseg":
+        if flip:
+            raise VsegError("--flip is for the VOS models (stm, lite, spvos); arseg runs each frame once")
         _run_arseg(video, out, weights, backend, engines, overlay, max_frames, lr_scale, keyframe_interval, json_out)
         return
     if mask is None:
