@@ -1,7 +1,8 @@
-"""MirroredCore (test-time flip augmentation, ``vseg run --flip``): what each memory writes
-against the two runs' decoded probabilities averaged by hand, the output, a mirror-symmetric
-video giving the plain run's answer, a failing frame leaving both runs where they were, the
-ort backend, and ``vseg run --flip`` end to end."""
+"""MirroredCore (test-time flip augmentation, ``vseg run --flip``): two independent cores
+averaged by hand; with share_memory, what each memory writes against the two runs' decoded
+probabilities averaged by hand; a mirror-symmetric video giving mirror-symmetric masks; a failing
+frame leaving both runs where they were; an object entering later; ``vseg run --flip`` end to end
+(the ort backend: test_runtime_ort.py)."""
 
 import json
 
@@ -61,9 +62,9 @@ def content(x):
     return x[..., 1:1 + H, 3:3 + W]
 
 
-def test_both_memories_write_the_average_of_the_two_runs(stm):
+def test_with_share_memory_both_memories_write_the_average_of_the_two_runs(stm):
     backend = Recording(stm)
-    pair = MirroredCore(backend, mem_every=1)
+    pair = MirroredCore(backend, share_memory=True, mem_every=1)
     frames, mask = video(4), id_mask()
     for t, frame in enumerate(frames):
         backend.calls.clear()
@@ -87,32 +88,38 @@ def test_both_memories_write_the_average_of_the_two_runs(stm):
         torch.testing.assert_close(result.probabilities, average[0, :3], atol=1e-6, rtol=0)
         np.testing.assert_array_equal(result.ids, np.array([0, 3, 7], np.uint8)[average[0].argmax(0).numpy()])
     assert pair.memory.num_writes == pair.mirrored.memory.num_writes == 4
-    assert pair.frame_index == 4 and pair.summary()["flip"] is True
+    assert pair.frame_index == 4 and pair.summary()["flip_shares_memory"] is True
 
 
-def test_frame_1_is_the_average_of_two_separate_runs(stm):
-    """Frame 1 reads only frame 0's given mask, the same with shared or separate memories: the
-    pair's output there is two independent cores' probabilities averaged by hand."""
-    frames, mask = video(2, seed=1), id_mask()
-    pair = MirroredCore(stm, mem_every=1)
+@pytest.mark.parametrize("frames_compared", [4, 2])
+def test_two_independent_cores_averaged_by_hand(stm, frames_compared):
+    """The default (separate memories) is, on every frame, two InferenceCores, one on the
+    mirrored video, whose probabilities are averaged; with share_memory the same holds on frame
+    1 only (it reads frame 0's given mask alone; from frame 2 on it reads the shared writes)."""
+    frames, mask = video(frames_compared, seed=1), id_mask()
+    pair = MirroredCore(stm, share_memory=frames_compared == 2, mem_every=1)
     plain, mirrored = InferenceCore(stm, mem_every=1), InferenceCore(stm, mem_every=1)
     for t, frame in enumerate(frames):
         m = mask if t == 0 else None
-        ours = pair.step(frame, m).probabilities
-        separate = (plain.step(frame, m).probabilities
-                    + torch.flip(mirrored.step(mirror(frame), mirror(m)).probabilities, dims=[-1])) / 2
-        torch.testing.assert_close(ours, separate, atol=1e-6, rtol=0)
+        ours = pair.step(frame, m)
+        by_hand = (plain.step(frame, m).probabilities
+                   + torch.flip(mirrored.step(mirror(frame), mirror(m)).probabilities, dims=[-1])) / 2
+        torch.testing.assert_close(ours.probabilities, by_hand, atol=1e-6, rtol=0)
+        if t:
+            np.testing.assert_array_equal(ours.ids, np.array([0, 3, 7], np.uint8)[by_hand.argmax(0).numpy()])
+    assert pair.summary()["flip"] is True
 
 
-def test_a_mirror_symmetric_video_gets_mirror_symmetric_masks(stm):
+@pytest.mark.parametrize("share_memory", [False, True])
+def test_a_mirror_symmetric_video_gets_mirror_symmetric_masks(stm, share_memory):
     """Frames and objects that are their own mirror images: the mirrored run sees what the plain
-    one sees, so the average, and every memory write after it, is symmetric where one run's
-    output is not (the network is not mirror-equivariant)."""
+    one sees (and, sharing the memory, symmetric writes), so the average is symmetric where one
+    run's output is not (the network is not mirror-equivariant)."""
     half = [f[:, :W // 2] for f in video(4, seed=2)]
     frames = [np.ascontiguousarray(np.concatenate([h, h[:, ::-1]], axis=1)) for h in half]
     mask = np.zeros((H, 2 * (W // 2)), np.uint8)
     mask[10:30, 20:-20], mask[40:55, 35:-35] = 1, 2  # each object mirror-symmetric itself
-    pair, plain = MirroredCore(stm, mem_every=2), InferenceCore(stm, mem_every=2)
+    pair, plain = MirroredCore(stm, share_memory, mem_every=2), InferenceCore(stm, mem_every=2)
     for t, frame in enumerate(frames):
         a, b = pair.step(frame, mask if t == 0 else None), plain.step(frame, mask if t == 0 else None)
         torch.testing.assert_close(a.probabilities, torch.flip(a.probabilities, dims=[-1]), atol=1e-6, rtol=0)

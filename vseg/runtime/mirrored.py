@@ -1,11 +1,12 @@
-"""Test-time flip augmentation: a video run twice, as it is and mirrored, with one shared answer.
+"""Test-time flip augmentation: a video run twice, as it is and mirrored, and the two averaged.
 
 :class:`MirroredCore` drives two :class:`~vseg.runtime.inference_core.InferenceCore` over one
-backend, the second fed every frame (and mask) mirrored left to right. Each frame both decode;
-their probabilities are averaged over the frame's own pixels (the mirrored run's mirrored back),
-and that average is the frame's output and what *both* memories write (the second mirrored), so
-the two runs never drift apart; Cutie's ``flip_aug`` shares its memory the same way. Twice the
-engine runs and twice the memory of one core; ``vseg run --flip`` (BENCHMARKS.md: what it buys).
+backend, the second fed every frame (and mask) mirrored left to right. Each frame's output is
+the two runs' probabilities averaged (the mirrored run's mirrored back). By default each run
+writes its own masks to its own memory, two independent trackers whose mistakes do not spread
+to the other; ``share_memory=True`` makes both memories write the average instead (the second
+mirrored), as Cutie's ``flip_aug`` does, which measured no better here (BENCHMARKS.md, "Test-time
+flip augmentation"). Twice the engine runs and twice the memory of one core; ``vseg run --flip``.
 
 Frame 0 writes the given mask in both. A frame that fails in either core leaves both at the
 last finished frame.
@@ -35,18 +36,20 @@ def mirror(image: np.ndarray | torch.Tensor | None):
 
 
 class MirroredCore:
-    """Two inference cores, plain and mirrored, whose memories share each frame's averaged
-    probabilities (module docstring). Takes InferenceCore's arguments except ``policy`` (each
-    core builds its own) and offers what callers of a core use: :meth:`step`, :meth:`summary`,
-    ``memory``, ``geometry``, ``object_ids``, ``frame_index``, ``costs``, ``kinds`` and the options."""
+    """Two inference cores, plain and mirrored, averaged (module docstring). Takes
+    InferenceCore's arguments except ``policy`` (each core builds its own), and share_memory
+    (write the average to both memories), and offers what callers of a core use: :meth:`step`,
+    :meth:`summary`, ``memory``, ``geometry``, ``object_ids``, ``frame_index``, ``costs``,
+    ``kinds`` and the options."""
 
-    def __init__(self, engine, **options) -> None:
+    def __init__(self, engine, share_memory: bool = False, **options) -> None:
         if "policy" in options:
             raise TypeError("MirroredCore builds one policy per core; pass the policy's options instead")
         backend: Backend = engine if isinstance(engine, Backend) else TorchBackend(engine)
         self.plain = InferenceCore(backend, **options)
         self.mirrored = InferenceCore(backend, **options)
         self.backend = backend
+        self.share_memory = share_memory
         self.costs: list[FrameGflops] = []
 
     # What run_vos and profile read off a core: the plain one's (the two agree).
@@ -72,13 +75,17 @@ class MirroredCore:
             raise
         try:
             shared_a = shared_b = None
-            if a.index > 0:
+            if a.index > 0 and self.share_memory:
                 average = (self.plain.content(a.probs) + torch.flip(self.mirrored.content(b.probs), dims=[-1])) / 2
                 shared_a, shared_b = a.probs.clone(), b.probs.clone()
                 self.plain.content(shared_a).copy_(average)
                 self.mirrored.content(shared_b).copy_(torch.flip(average, dims=[-1]))
             result = self.plain.finish_step(a, shared_a)
-            self.mirrored.finish_step(b, shared_b)
+            other = self.mirrored.finish_step(b, shared_b)
+            if a.index > 0 and not self.share_memory:  # (shared: the plain run's output is the average)
+                result.probabilities = (result.probabilities + torch.flip(other.probabilities, dims=[-1])) / 2
+                lookup = np.array([0, *result.object_ids], np.uint8)
+                result.ids = lookup[result.probabilities.argmax(0).numpy()]
         except BaseException:
             self.plain.abort_step(a)
             self.mirrored.abort_step(b)
@@ -101,7 +108,7 @@ class MirroredCore:
             "dense_per_frame": round(dense / n, 4) if n else None,
             "realized_per_frame": round(realized / n, 4) if n else None,
             "per_frame": [[round(c.dense, 4), round(c.realized, 4)] for c in self.costs]}
-        return {**summary, "flip": True}
+        return {**summary, "flip": True, "flip_shares_memory": self.share_memory}
 
 
 def make_core(engine, flip: bool = False, **options) -> InferenceCore | MirroredCore:
