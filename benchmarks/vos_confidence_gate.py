@@ -14,14 +14,9 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import torch
-from vos_flip_ensemble import paired_gain
-from vos_probe import probe_parser, scored_row
+from vos_probe import core_predictor, probe_parser, run_probe
 
-from vseg.errors import VsegError
-from vseg.jsonio import write_json
-from vseg.models.weights import load_named_model
 from vseg.runtime.inference_core import InferenceCore
 
 
@@ -52,33 +47,15 @@ class GatedCore(InferenceCore):
         return pending
 
 
-def gated(model, threshold: float):
-    """A validate_vos predictor: (name, frames uint8 [T, H, W, 3], first mask [H, W]) -> ids [T, H, W]."""
-    def predict(name: str, frames: np.ndarray, first: np.ndarray) -> np.ndarray:
-        core = GatedCore(model, threshold)
-        return np.stack([core.step(f, first if t == 0 else None).ids for t, f in enumerate(frames)])
-    return predict
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = probe_parser(__doc__, "confidence_gate.json")
     parser.add_argument("--thresholds", default="0.65", help="comma-separated thresholds to score beside 0")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    rows = []
-    try:
-        model = load_named_model(args.model, args.weights)
-        for threshold in [0.0] + [float(x) for x in args.thresholds.split(",") if x]:
-            predictor = model if threshold == 0 else gated(model, threshold)
-            rows.append(scored_row(predictor, args.data, args.max_clips, threshold=threshold))
-    except (VsegError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for row in rows[1:]:
-        row["paired_gain_per_clip"] = paired_gain(row, rows[0])
-        print({"threshold": row["threshold"], **row["paired_gain_per_clip"]})
-    write_json(args.json, {"model": args.model, "weights": args.weights or "shipped", "data": args.data, "rows": rows})
-    return 0
+    thresholds = [float(x) for x in args.thresholds.split(",") if x]
+    variants = [({"threshold": 0.0}, lambda model: model)]
+    variants += [({"threshold": th}, lambda model, th=th: core_predictor(lambda: GatedCore(model, th)))
+                 for th in thresholds]
+    return run_probe(args, variants)
 
 
 if __name__ == "__main__":
