@@ -96,6 +96,16 @@ class PendingStep:
     gflops: FrameGflops | None = None
 
 
+def gflops_summary(costs: list[FrameGflops]) -> dict:
+    """A video's GFLOPs, dense and realized: in total, per frame on average, and frame by frame."""
+    n = len(costs)
+    dense, realized = sum(c.dense for c in costs), sum(c.realized for c in costs)
+    return {"dense_total": round(dense, 4), "realized_total": round(realized, 4),
+            "dense_per_frame": round(dense / n, 4) if n else None,
+            "realized_per_frame": round(realized / n, 4) if n else None,
+            "per_frame": [[round(c.dense, 4), round(c.realized, 4)] for c in costs]}
+
+
 def working_size(height: int, width: int, min_side: int) -> tuple[int, int]:
     """(H, W) a frame of ``height`` x ``width`` runs at: scaled up, keeping its aspect, so that
     its shorter side is ``min_side`` when it is shorter; as it is otherwise (and for 0)."""
@@ -344,7 +354,7 @@ class InferenceCore:
         given = objects[0, :len(self.object_ids)].cpu()
         given = torch.cat([1 - given.sum(0, keepdim=True), given])
         return torch.cat([1 - work.sum(1, keepdim=True), work], dim=1), \
-            (given, self._id_lookup[given.argmax(0)].numpy())
+            (given, self.ids_of(given))
 
     def _given_mask(self, mask, mask_name: str) -> GivenMask:
         """A later frame's mask -> its objects at both sizes and which slots it sets / starts."""
@@ -396,18 +406,20 @@ class InferenceCore:
         if given is not None:  # not their round trip through the working size, as on frame 0
             cropped = merge_given(cropped, given.video[:, :k], given.shown[:, :k])
         cropped = cropped[0].cpu()
-        return cropped, self._id_lookup[cropped.argmax(0)].numpy()
+        return cropped, self.ids_of(cropped)
+
+    def ids_of(self, probabilities: torch.Tensor) -> np.ndarray:
+        """probabilities [K+1, H, W] (background first, objects in ``object_ids`` order) -> the
+        user's ids [H, W] uint8 where each pixel's most probable one wins."""
+        return self._id_lookup[probabilities.argmax(0)].numpy()
 
     # -- summary -----------------------------------------------------------------------------
 
     def summary(self) -> dict:
         """JSON-ready per-video figures: frames by kind, memory writes, GFLOPs per frame and in
         total (dense and realized), per-engine time, the policy's options and extras."""
-        n = len(self.costs)
-        dense = sum(c.dense for c in self.costs)
-        realized = sum(c.realized for c in self.costs)
         return {
-            "frames": n, "objects": list(self.object_ids),
+            "frames": len(self.costs), "objects": list(self.object_ids),
             "working_size": list(self._work) if self._work else None, "min_side": self.min_side,
             "engine_size": [self.geometry.height, self.geometry.width] if self.geometry else None,
             "object_slots": self.geometry.objects if self.geometry else None,
@@ -415,10 +427,7 @@ class InferenceCore:
             "frame_kinds": {k: self.kinds.count(k) for k in dict.fromkeys(self.kinds)},
             "keyframes": sum(k in KEYFRAME_KINDS for k in self.kinds),
             "memory_writes": self.memory.num_writes if self.state is not None else 0,
-            "gflops": {"dense_total": round(dense, 4), "realized_total": round(realized, 4),
-                       "dense_per_frame": round(dense / n, 4) if n else None,
-                       "realized_per_frame": round(realized / n, 4) if n else None,
-                       "per_frame": [[round(c.dense, 4), round(c.realized, 4)] for c in self.costs]},
+            "gflops": gflops_summary(self.costs),
             "engine_ms": self.backend.timing_summary(),
             "policy": self.policy.options(),
             "skip_absent": self.skip_absent and self._per_object_valid,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vseg.runtime.backends import Backend, TorchBackend
-from vseg.runtime.inference_core import InferenceCore, StepResult
+from vseg.runtime.inference_core import InferenceCore, StepResult, gflops_summary
 from vseg.runtime.policies import FrameGflops
 
 
@@ -84,8 +84,7 @@ class MirroredCore:
             other = self.mirrored.finish_step(b, shared_b)
             if a.index > 0 and not self.share_memory:  # (shared: the plain run's output is the average)
                 result.probabilities = (result.probabilities + torch.flip(other.probabilities, dims=[-1])) / 2
-                lookup = np.array([0, *result.object_ids], np.uint8)
-                result.ids = lookup[result.probabilities.argmax(0).numpy()]
+                result.ids = self.plain.ids_of(result.probabilities)
         except BaseException:
             self.plain.abort_step(a)
             self.mirrored.abort_step(b)
@@ -100,15 +99,8 @@ class MirroredCore:
     def summary(self) -> dict:
         """InferenceCore.summary of the plain run, with ``flip`` set and the GFLOPs of both runs
         (a policy's own figures, spvos's sparse ones, describe the plain run)."""
-        summary = self.plain.summary()
-        n = len(self.costs)
-        dense, realized = sum(c.dense for c in self.costs), sum(c.realized for c in self.costs)
-        summary["gflops"] = {
-            "dense_total": round(dense, 4), "realized_total": round(realized, 4),
-            "dense_per_frame": round(dense / n, 4) if n else None,
-            "realized_per_frame": round(realized / n, 4) if n else None,
-            "per_frame": [[round(c.dense, 4), round(c.realized, 4)] for c in self.costs]}
-        return {**summary, "flip": True, "flip_shares_memory": self.share_memory}
+        return {**self.plain.summary(), "gflops": gflops_summary(self.costs), "flip": True,
+                "flip_shares_memory": self.share_memory}
 
 
 def make_core(engine, flip: bool = False, **options) -> InferenceCore | MirroredCore:
