@@ -20,7 +20,7 @@ KeepPrevious = Annotated[bool, typer.Option("--keep-previous/--no-keep-previous"
 SkipAbsent = Annotated[bool, typer.Option("--skip-absent/--no-skip-absent", help="An object reads only the memory frames whose mask shows it, and the first: one that left the picture is looked for where it was seen.")]
 MinSide = Annotated[int | None, typer.Option("--min-side", help="Scale frames whose shorter side is below N up to N before the network, and the masks back (default: the model's, set by vseg train --min-side; 0: never).")]
 Budget = Annotated[float | None, typer.Option("--budget", help="spvos: share of dense work to spend (in the trained range).")]
-Flip = Annotated[bool, typer.Option("--flip", help="Also run every frame mirrored left to right and average the two, memories included (test-time flip augmentation: twice the engine time and memory).")]
+Flip = Annotated[bool, typer.Option("--flip", help="Also run every frame mirrored left to right, a second tracker with its own memory, and average the two (test-time flip augmentation: twice the engine time and memory).")]
 DenseEvery = Annotated[int | None, typer.Option("--dense-every", help="spvos: run all-dense at least every N frames.")]
 ClipHeight = Annotated[int, typer.Option("--height", help="Synthetic clip height (an engine folder's size wins).")]
 ClipWidth = Annotated[int, typer.Option("--width", help="Synthetic clip width (an engine folder's size wins).")]
