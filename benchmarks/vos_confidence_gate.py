@@ -26,8 +26,9 @@ def gate(probs: torch.Tensor, threshold: float) -> torch.Tensor:
     winner = probs.argmax(1, keepdim=True)
     labels = torch.arange(probs.shape[1], device=probs.device).view(1, -1, 1, 1)
     won = (winner == labels).float()
-    mean = (probs * won).flatten(2).sum(2) / won.flatten(2).sum(2).clamp(min=1)  # [1, K+1]
-    unsure = (mean < threshold) & (won.flatten(2).sum(2) > 0)
+    area = won.flatten(2).sum(2)  # [1, K+1] pixels each wins
+    mean = (probs * won).flatten(2).sum(2) / area.clamp(min=1)
+    unsure = (mean < threshold) & (area > 0)
     unsure[:, 0] = False
     dropped = probs * unsure[:, :, None, None]
     out = probs - dropped

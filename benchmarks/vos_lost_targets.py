@@ -17,7 +17,6 @@ Runs a model over a ``vseg data synth-vos`` set with the runtime's defaults and 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from vos_probe import probe_parser
+from vos_reentry import target_exits
 
 from vseg.data.datasets import load_sequence, open_dataset
 from vseg.errors import VsegError
@@ -64,7 +65,7 @@ def category(row: dict) -> str:
 
 
 def summarise(rows: list[dict], exits: dict[str, list[dict]]) -> dict:
-    returned = {(c, e["label"]): e["gone_until"] for c, es in exits.items() for e in es if e["label"] > 0}
+    returned = {(c, e["label"]): e["gone_until"] for c, es in exits.items() for e in es}
     in_view = [r for r in rows if r["gt_area"] > 0]
     after = [r for r in in_view if r["t"] > returned.get((r["clip"], r["object"]), 10**9)]
     out_of_view = [r for r in rows if r["gt_area"] == 0]
@@ -81,23 +82,12 @@ def summarise(rows: list[dict], exits: dict[str, list[dict]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="stm")
-    parser.add_argument("--weights", default=None, help="default: the shipped weights")
-    parser.add_argument("--data", type=Path, required=True, help="a `vseg data synth-vos` folder")
-    parser.add_argument("--max-clips", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=Path("lost_targets.json"))
-    args = parser.parse_args(argv)
+    args = probe_parser(__doc__, "lost_targets.json").parse_args(argv)
     torch.set_num_threads(args.threads)
-    summary_file = args.data / "synth_vos.json"
-    if not summary_file.is_file():
-        print(f"error: {summary_file} not found: this benchmark needs clips from `vseg data synth-vos`", file=sys.stderr)
-        return 2
-    exits = {c["name"]: c.get("exits", []) for c in json.loads(summary_file.read_text())["clips"]}
+    exits = target_exits(Path(args.data))  # (a folder without synth_vos.json: one error line)
     start = time.perf_counter()
     try:
-        rows = frame_rows(load_named_model(args.model, args.weights), args.data, args.max_clips)
+        rows = frame_rows(load_named_model(args.model, args.weights), Path(args.data), args.max_clips)
     except VsegError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
