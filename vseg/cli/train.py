@@ -25,6 +25,7 @@ def train(
     clip_len: Annotated[int, typer.Option("--clip-len", help="Frames per training clip (>= 3).")] = 3,
     max_skip: Annotated[int, typer.Option("--max-skip", help="VOS models: largest gap between consecutive sampled frames.")] = 5,
     skip_schedule: Annotated[str | None, typer.Option("--skip-schedule", help="VOS models: a max-skip curriculum, FRACTION:SKIP,... (e.g. 0.1:12,0.7:5: --max-skip until 10% of the steps, 12 until 70%, then 5).")] = None,
+    reentry_fraction: Annotated[float, typer.Option("--reentry-fraction", help="VOS models: this share of the training clips, where the sequence has one, shows an object, then a frame without it, then the object back (e.g. 0.3).")] = 0.0,
     warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Linear LR warm-up before the cosine decay.")] = 50,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = 250,
     workers: Annotated[int, typer.Option("--workers", help="VOS models: data-loading processes (0: in the training process).")] = 0,
@@ -67,6 +68,8 @@ def train(
         raise VsegError(f"--gate-lr-scale must be > 0, got {gate_lr_scale:g}")
     if scale_range is not None and not 0 < scale_range[0] <= scale_range[1]:
         raise VsegError(f"--scale-range needs 0 < LOW <= HIGH, got {scale_range[0]:g} {scale_range[1]:g}")
+    if not 0.0 <= reentry_fraction <= 1.0:
+        raise VsegError(f"--reentry-fraction must be in [0, 1], got {reentry_fraction:g}")
     if min_side is not None and min_side < 0:
         raise VsegError(f"--min-side needs N >= 0 (0: frames run at their own size), got {min_side}")
     if val_size is not None and min(val_size) < 16:
@@ -82,7 +85,8 @@ def train(
                       steps=steps, batch_size=batch_size or 1, crop=tuple(crop or (128, 224)), clip_len=clip_len,
                       val_size=tuple(val_size) if val_size else None,
                       lr=5e-4 if lr is None else lr, seed=seed,
-                      max_skip=max_skip, skip_schedule=parse_skip_schedule(skip_schedule), warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
+                      max_skip=max_skip, skip_schedule=parse_skip_schedule(skip_schedule),
+                      reentry_fraction=reentry_fraction, warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
                       num_workers=workers, amp=amp, dice_weight=dice_weight,
                       val_data=str(val_data) if val_data else None, val_split=val_split, val_every=val_every,
                       resume=str(resume) if resume else None, init_weights=str(init_weights) if init_weights else None,
@@ -127,7 +131,7 @@ def _budget_options(budget_range: tuple[float, float] | None) -> dict:
 _VOS_MODELS = ("stm", "lite", "spvos")
 _OPTION_READERS = {
     "stage_steps": ("arseg",), "lr_from_hr": ("arseg",),
-    **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "skip_schedule", "workers", "val_data", "val_split", "val_every",
+    **{name: _VOS_MODELS for name in ("steps", "clip_len", "max_skip", "skip_schedule", "reentry_fraction", "workers", "val_data", "val_split", "val_every",
                                       "val_size", "min_side", "scale_range", "amp", "dice_weight", "freeze_norm_at", "ema")},
     **{name: ("lite",) for name in ("teacher", "teacher_lr", "kd", "smooth", "stff", "discriminator", "adaptive_lr")},
     "budget_range": ("spvos",), "sparsity_weight": ("spvos",), "gate_lr_scale": ("spvos",),

@@ -27,6 +27,8 @@ class TrainConfig:
     max_skip: int = 5
     # max-skip curriculum: ((fraction of `steps`, max skip from there on), ...), ascending
     skip_schedule: tuple[tuple[float, int], ...] = ()
+    # share of clips drawn around an object leaving and coming back (see VOSClipDataset)
+    reentry_fraction: float = 0.0
     max_objects: int = 2
     crop: tuple[int, int] = (128, 224)
     scale_range: tuple[float, float] = (0.9, 1.1)

@@ -51,6 +51,8 @@ def _check(cfg: TrainConfig) -> None:
         raise VsegError(f"the EMA decay must be in [0, 1) (0: off), got {cfg.ema_decay:g}")
     if cfg.checkpoint_every < 1:
         raise VsegError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
+    if not 0.0 <= cfg.reentry_fraction <= 1.0:
+        raise VsegError(f"the re-entry fraction must be in [0, 1], got {cfg.reentry_fraction:g}")
     fractions = [f for f, _ in cfg.skip_schedule]
     if fractions != sorted(fractions) or any(not 0 <= f < 1 for f in fractions) or \
             any(skip < 1 for _, skip in cfg.skip_schedule):
@@ -94,7 +96,8 @@ def train_vos(config: TrainConfig) -> TrainResult:
         start = read_checkpoint_state(cfg.resume)["step"]
     dataset = VOSClipDataset(cfg.data, cfg.split, clip_len=cfg.clip_len, max_skip=cfg.max_skip,
                              max_objects=cfg.max_objects, crop=cfg.crop, flip=cfg.flip,
-                             scale_range=cfg.scale_range, seed=cfg.seed, skip_schedule=skip_schedule_samples(cfg))
+                             scale_range=cfg.scale_range, seed=cfg.seed, skip_schedule=skip_schedule_samples(cfg),
+                             reentry_fraction=cfg.reentry_fraction)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=ContinuingSampler(start * cfg.batch_size),
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)  # draws a seed from torch's RNG: before the checkpoint restores it
@@ -155,7 +158,8 @@ def _calibration_batches(cfg: TrainConfig, max_skip: int) -> list[dict]:
     (and a resumed run) untouched."""
     dataset = VOSClipDataset(cfg.data, cfg.split, clip_len=cfg.clip_len, max_skip=max_skip,
                              max_objects=cfg.max_objects, crop=cfg.crop, flip=cfg.flip,
-                             scale_range=cfg.scale_range, seed=cfg.seed + 7919)
+                             scale_range=cfg.scale_range, seed=cfg.seed + 7919,
+                             reentry_fraction=cfg.reentry_fraction)
     # its own generator: making the iterator must not draw from torch's global RNG
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=ContinuingSampler(0),
                         generator=torch.Generator().manual_seed(cfg.seed))

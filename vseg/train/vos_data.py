@@ -17,6 +17,15 @@ depends only on the sample number, so it survives a resume too); its objects are
 ids present in its first (cropped) frame, at most
 ``max_objects`` of them, renumbered 1..K in ascending order of their dataset ids. Frames whose
 first frame shows no object are redrawn.
+
+Re-entry clips (``reentry_fraction`` > 0): that share of the samples, where the sequence has one,
+is drawn around an object that leaves the picture and comes back: the first frame shows it, a
+middle frame has none of its pixels (in the whole frame, not just the crop) and the last shows
+it again; the crop is chosen to show it in the first and last frames, and it is always among the
+clip's objects. The runtime's weak spot is exactly this (a returning target must be matched to
+the memory, not to the previous frame), and random gaps of at most ``max_skip`` rarely show it.
+Whether a sample is one is decided by a generator of its own, so the other samples are the clips
+a run with ``reentry_fraction`` 0 and the same seed would draw.
 """
 
 from __future__ import annotations
@@ -82,7 +91,7 @@ class VOSClipDataset(Dataset):
                  max_objects: int = 2, crop: tuple[int, int] = (128, 224), flip: bool = True,
                  scale_range: tuple[float, float] = (1.0, 1.0), seed: int = 0, cache: bool | None = None,
                  min_object_pixels: int = 16, crop_tries: int = 10, max_redraws: int = 50,
-                 skip_schedule: tuple[tuple[int, int], ...] = ()) -> None:
+                 skip_schedule: tuple[tuple[int, int], ...] = (), reentry_fraction: float = 0.0) -> None:
         if clip_len < 3:
             raise ValueError(f"clip_len must be >= 3 (one memory frame, two query frames), got {clip_len}")
         if max_skip < 1 or max_objects < 1:
@@ -90,6 +99,8 @@ class VOSClipDataset(Dataset):
         starts = [int(first) for first, _ in skip_schedule]
         if any(skip < 1 for _, skip in skip_schedule) or starts != sorted(starts) or any(v < 0 for v in starts):
             raise ValueError(f"skip_schedule needs ascending first samples >= 0 and skips >= 1, got {skip_schedule}")
+        if not 0.0 <= reentry_fraction <= 1.0:
+            raise ValueError(f"reentry_fraction must be in [0, 1], got {reentry_fraction}")
         if not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must be 0 < low <= high, got {scale_range}")
         self.root = Path(root)
@@ -109,9 +120,11 @@ class VOSClipDataset(Dataset):
         self.crop = (int(crop[0]), int(crop[1]))
         self.flip, self.scale_range, self.seed = flip, (float(scale_range[0]), float(scale_range[1])), seed
         self.min_object_pixels, self.crop_tries, self.max_redraws = min_object_pixels, crop_tries, max_redraws
+        self.reentry_fraction = float(reentry_fraction)
         self.epoch = 0
         self.cache = self._fits_in_ram() if cache is None else cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, list[int]]] = {}
+        self._exits: dict[int, list[tuple[int, list[int], list[int]]]] = {}
 
     def __len__(self) -> int:
         """One epoch: each sequence once."""
@@ -154,6 +167,11 @@ class VOSClipDataset(Dataset):
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, sample // n, 1 + sample % n]))
         seq_index = self.sequence_of(sample)
         max_skip = self.max_skip_at(sample)
+        reentry_rng = np.random.default_rng(np.random.SeedSequence([self.seed, sample // n, 1 + sample % n, 1]))
+        if self.reentry_fraction > 0 and reentry_rng.random() < self.reentry_fraction:
+            clip = self._draw_reentry(seq_index, rng, reentry_rng)
+            if clip is not None:
+                return clip
         for _ in range(self.max_redraws):
             clip = self._draw(seq_index, rng, max_skip)
             if clip is not None:
@@ -173,16 +191,71 @@ class VOSClipDataset(Dataset):
         start = int(rng.integers(0, count - int(gaps.sum())))
         return start + np.concatenate([[0], np.cumsum(gaps)])
 
+    def exits_of(self, seq_index: int, masks: np.ndarray | None = None) -> list[tuple[int, list[int], list[int]]]:
+        """[(object id, visible, absent)] for each object of sequence ``seq_index`` that
+        disappears and comes back. visible: the annotated-frame positions with at least
+        ``min_object_pixels`` of it; absent: those with none of it that have a visible
+        position before and after them. masks: the sequence's annotated masks, if loaded."""
+        if seq_index not in self._exits:
+            if masks is None:
+                _, masks, _ = self._load(seq_index)
+            found = []
+            for obj in np.unique(masks).tolist():
+                if obj in (0, UNANNOTATED):
+                    continue
+                counts = (masks == obj).reshape(len(masks), -1).sum(axis=1)
+                visible = np.flatnonzero(counts >= self.min_object_pixels).tolist()
+                if not visible:
+                    continue
+                absent = [b for b in np.flatnonzero(counts == 0).tolist() if visible[0] < b < visible[-1]]
+                if absent:
+                    found.append((int(obj), visible, absent))
+            self._exits[seq_index] = found
+        return self._exits[seq_index]
+
+    def _reentry_positions(self, exits: list[tuple[int, list[int], list[int]]],
+                           rng: np.random.Generator) -> tuple[int, np.ndarray] | None:
+        """(object id, clip_len positions) from ``exits_of``: the first shows the object, one in
+        between lacks it, the last shows it again; None when no exit leaves room for the clip."""
+        options = [(obj, visible, b) for obj, visible, absent in exits for b in absent]
+        while options:
+            obj, visible, b = options.pop(int(rng.integers(len(options))))
+            first = int(rng.choice([v for v in visible if v < b]))
+            last = int(rng.choice([v for v in visible if v > b]))
+            between = [p for p in range(first + 1, last) if p != b]
+            if len(between) < self.clip_len - 3:
+                continue
+            middle = rng.choice(between, self.clip_len - 3, replace=False).tolist() + [b]
+            return obj, np.array(sorted([first, *middle, last]))
+        return None
+
+    def _draw_reentry(self, seq_index: int, rng: np.random.Generator, reentry_rng: np.random.Generator) -> dict | None:
+        item = self._load(seq_index)
+        drawn = self._reentry_positions(self.exits_of(seq_index, item[1]), reentry_rng)
+        if drawn is None:
+            return None
+        obj, positions = drawn
+        return self._make_clip(seq_index, item, positions, rng, required=obj)
+
     def _draw(self, seq_index: int, rng: np.random.Generator, max_skip: int) -> dict | None:
-        frames, masks, annotated = self._load(seq_index)
-        positions = self._frame_positions(len(annotated), rng, max_skip)
+        item = self._load(seq_index)
+        positions = self._frame_positions(len(item[2]), rng, max_skip)
+        return self._make_clip(seq_index, item, positions, rng)
+
+    def _make_clip(self, seq_index: int, item: tuple[np.ndarray, np.ndarray, list[int]], positions: np.ndarray,
+                   rng: np.random.Generator, required: int | None = None) -> dict | None:
+        """The clip of ``positions`` (indices into the annotated frames of ``item`` =
+        ``_load(seq_index)``), scaled, cropped and flipped with ``rng``; ``required``: an object
+        id to keep in the crop (first and last frames) and among the objects. None when the
+        first frame's crop shows no object."""
+        frames, masks, annotated = item
         h, w = frames.shape[1:3]
         crop_h, crop_w = self.crop
         scale = max(rng.uniform(*self.scale_range), crop_h / h, crop_w / w)
         size = (max(crop_h, round(h * scale)), max(crop_w, round(w * scale)))
         images = resize_frames(frames[positions], size)  # [T, 3, H', W']
         ids = resize_ids(masks[positions], size)  # [T, H', W'] uint8
-        y, x, chosen = self._choose_crop(ids[0], rng)
+        y, x, chosen = self._choose_crop(ids[0], rng, required=None if required is None else (required, ids[-1]))
         if not chosen:
             return None
         images = images[:, :, y:y + crop_h, x:x + crop_w]
@@ -190,7 +263,11 @@ class VOSClipDataset(Dataset):
         if self.flip and rng.random() < 0.5:
             images, ids = images.flip(-1), ids.flip(-1)
         if len(chosen) > self.max_objects:
-            chosen = sorted(rng.choice(chosen, self.max_objects, replace=False).tolist())
+            if required in chosen:
+                others = [c for c in chosen if c != required]
+                chosen = sorted([required, *rng.choice(others, self.max_objects - 1, replace=False).tolist()])
+            else:
+                chosen = sorted(rng.choice(chosen, self.max_objects, replace=False).tolist())
         object_ids = torch.zeros(self.max_objects, dtype=torch.int64)
         object_ids[:len(chosen)] = torch.tensor(chosen)
         object_masks = torch.zeros(self.clip_len, self.max_objects, crop_h, crop_w)
@@ -205,21 +282,29 @@ class VOSClipDataset(Dataset):
             "sequence": self.sequences[seq_index].name,
         }
 
-    def _choose_crop(self, first_ids: torch.Tensor, rng: np.random.Generator) -> tuple[int, int, list[int]]:
+    def _choose_crop(self, first_ids: torch.Tensor, rng: np.random.Generator,
+                     required: tuple[int, torch.Tensor] | None = None) -> tuple[int, int, list[int]]:
         """A crop corner whose window shows objects of the first frame; retries keep the crop
-        with the most objects. Returns (y, x, object ids with >= min_object_pixels in it)."""
+        with the most objects. Returns (y, x, object ids with >= min_object_pixels in it).
+
+        required: (object id, last frame's ids [H, W]): prefer windows showing that object in
+        both the first and the last frame (three times the tries to find one)."""
         crop_h, crop_w = self.crop
         best: tuple[int, int, list[int]] = (0, 0, [])
-        for _ in range(self.crop_tries):
+        best_key = (False, 0)
+        for _ in range(self.crop_tries * (3 if required else 1)):
             y = int(rng.integers(0, first_ids.shape[0] - crop_h + 1))
             x = int(rng.integers(0, first_ids.shape[1] - crop_w + 1))
             window = first_ids[y:y + crop_h, x:x + crop_w]
             values, counts = torch.unique(window, return_counts=True)
             present = [int(v) for v, c in zip(values.tolist(), counts.tolist())
                        if v not in (0, UNANNOTATED) and c >= self.min_object_pixels]
-            if len(present) > len(best[2]):
-                best = (y, x, present)
-            if len(present) >= self.max_objects:
+            shows_required = required is not None and required[0] in present and int(
+                (required[1][y:y + crop_h, x:x + crop_w] == required[0]).sum()) >= self.min_object_pixels
+            key = (shows_required, len(present))
+            if key > best_key:
+                best, best_key = (y, x, present), key
+            if len(present) >= self.max_objects and (required is None or shows_required):
                 break
         return best
 
