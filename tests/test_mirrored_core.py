@@ -2,7 +2,7 @@
 averaged by hand; with share_memory, what each memory writes against the two runs' decoded
 probabilities averaged by hand; a mirror-symmetric video giving mirror-symmetric masks; a failing
 frame leaving both runs where they were; an object entering later; ``vseg run --flip`` end to end
-(the ort backend: test_runtime_ort.py)."""
+(the ort backend: test_runtime_ort.py); lite and spvos pairs against two cores by hand."""
 
 import json
 
@@ -108,6 +108,25 @@ def test_two_independent_cores_averaged_by_hand(stm, frames_compared):
         if t:
             np.testing.assert_array_equal(ours.ids, np.array([0, 3, 7], np.uint8)[by_hand.argmax(0).numpy()])
     assert pair.summary()["flip"] is True
+
+
+@pytest.mark.parametrize("name", ["lite", "spvos"])
+def test_lite_and_spvos_pairs_are_two_cores_averaged_by_hand(name):
+    """The other families run the same way: lite with its STFF state and spvos with its gates'
+    previous-frame state and budget are per core, so the pair is two cores, one mirrored."""
+    torch.manual_seed(1)
+    model = (build_model("lite", width=0.25, value_width=0.25, decoder_widths=(16, 16, 16)) if name == "lite"
+             else build_model("spvos", **TINY, gate_hidden=4)).eval()
+    options = {"mem_every": 2} | ({"budget": 0.5} if name == "spvos" else {})
+    frames, mask = video(4, seed=3), id_mask()
+    pair = MirroredCore(model, **options)
+    plain, mirrored = InferenceCore(model, **options), InferenceCore(model, **options)
+    for t, frame in enumerate(frames):
+        m = mask if t == 0 else None
+        ours = pair.step(frame, m)
+        by_hand = (plain.step(frame, m).probabilities
+                   + torch.flip(mirrored.step(mirror(frame), mirror(m)).probabilities, dims=[-1])) / 2
+        torch.testing.assert_close(ours.probabilities, by_hand, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("share_memory", [False, True])
