@@ -80,6 +80,7 @@ def reentry_scores(result: dict, exits: dict[str, list[dict]]) -> dict:
         "clips_with_exit": len(with_exit), "J&F_with_exit": mean([result["sequences"][n] for n in with_exit]),
         "clips_without_exit": len(without), "J&F_without_exit": mean([result["sequences"][n] for n in without]),
         "exiting_targets": len(before), "J_before_exit": mean(before), "J_after_return": mean(after),
+        "sequences": result["sequences"],  # per clip J&F, for paired comparisons between weights
     }
 
 
