@@ -62,6 +62,17 @@ def content(x):
     return x[..., 1:1 + H, 3:3 + W]
 
 
+def pair_and_two_cores(pair, model, frames, mask, **options):
+    """Steps ``pair`` and, beside it, two InferenceCores of ``model`` (one fed the mirrored
+    video); yields (the pair's result, the two cores' probabilities averaged by hand) per frame."""
+    plain, mirrored = InferenceCore(model, **options), InferenceCore(model, **options)
+    for t, frame in enumerate(frames):
+        m = mask if t == 0 else None
+        ours = pair.step(frame, m)
+        yield ours, (plain.step(frame, m).probabilities
+                     + torch.flip(mirrored.step(mirror(frame), mirror(m)).probabilities, dims=[-1])) / 2
+
+
 def test_with_share_memory_both_memories_write_the_average_of_the_two_runs(stm):
     backend = Recording(stm)
     pair = MirroredCore(backend, share_memory=True, mem_every=1)
@@ -98,12 +109,7 @@ def test_two_independent_cores_averaged_by_hand(stm, frames_compared):
     1 only (it reads frame 0's given mask alone; from frame 2 on it reads the shared writes)."""
     frames, mask = video(frames_compared, seed=1), id_mask()
     pair = MirroredCore(stm, share_memory=frames_compared == 2, mem_every=1)
-    plain, mirrored = InferenceCore(stm, mem_every=1), InferenceCore(stm, mem_every=1)
-    for t, frame in enumerate(frames):
-        m = mask if t == 0 else None
-        ours = pair.step(frame, m)
-        by_hand = (plain.step(frame, m).probabilities
-                   + torch.flip(mirrored.step(mirror(frame), mirror(m)).probabilities, dims=[-1])) / 2
+    for t, (ours, by_hand) in enumerate(pair_and_two_cores(pair, stm, frames, mask, mem_every=1)):
         torch.testing.assert_close(ours.probabilities, by_hand, atol=1e-6, rtol=0)
         if t:
             np.testing.assert_array_equal(ours.ids, np.array([0, 3, 7], np.uint8)[by_hand.argmax(0).numpy()])
@@ -118,14 +124,8 @@ def test_lite_and_spvos_pairs_are_two_cores_averaged_by_hand(name):
     model = (build_model("lite", width=0.25, value_width=0.25, decoder_widths=(16, 16, 16)) if name == "lite"
              else build_model("spvos", **TINY, gate_hidden=4)).eval()
     options = {"mem_every": 2} | ({"budget": 0.5} if name == "spvos" else {})
-    frames, mask = video(4, seed=3), id_mask()
     pair = MirroredCore(model, **options)
-    plain, mirrored = InferenceCore(model, **options), InferenceCore(model, **options)
-    for t, frame in enumerate(frames):
-        m = mask if t == 0 else None
-        ours = pair.step(frame, m)
-        by_hand = (plain.step(frame, m).probabilities
-                   + torch.flip(mirrored.step(mirror(frame), mirror(m)).probabilities, dims=[-1])) / 2
+    for ours, by_hand in pair_and_two_cores(pair, model, video(4, seed=3), id_mask(), **options):
         torch.testing.assert_close(ours.probabilities, by_hand, atol=1e-6, rtol=0)
 
 

@@ -164,14 +164,14 @@ class VOSClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = int(index) + self.epoch * len(self.sequences)
         n = len(self.sequences)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, sample // n, 1 + sample % n]))
         seq_index = self.sequence_of(sample)
         max_skip = self.max_skip_at(sample)
         reentry_rng = np.random.default_rng(np.random.SeedSequence([self.seed, sample // n, 1 + sample % n, 1]))
         if self.reentry_fraction > 0 and reentry_rng.random() < self.reentry_fraction:
-            clip = self._draw_reentry(seq_index, rng, reentry_rng)
+            clip = self._draw_reentry(seq_index, self._clip_rng(sample), reentry_rng)
             if clip is not None:
                 return clip
+        rng = self._clip_rng(sample)  # afresh: a failed re-entry draw leaves the plain clip as it was
         for _ in range(self.max_redraws):
             clip = self._draw(seq_index, rng, max_skip)
             if clip is not None:
@@ -179,6 +179,11 @@ class VOSClipDataset(Dataset):
             seq_index = int(rng.integers(n))  # first frame had no object: another sequence
         raise InputError(f"{self.root}: found no clip with an object in its first frame after "
                          f"{self.max_redraws} tries (are the annotations empty?)")
+
+    def _clip_rng(self, sample: int) -> np.random.Generator:
+        """The generator of everything random about sample number ``sample``'s clip."""
+        n = len(self.sequences)
+        return np.random.default_rng(np.random.SeedSequence([self.seed, sample // n, 1 + sample % n]))
 
     def max_skip_at(self, sample: int) -> int:
         """The largest frame gap of sample number ``sample`` (see :func:`scheduled_skip`)."""
