@@ -166,7 +166,7 @@ class VOSClipDataset(Dataset):
         n = len(self.sequences)
         seq_index = self.sequence_of(sample)
         max_skip = self.max_skip_at(sample)
-        reentry_rng = np.random.default_rng(np.random.SeedSequence([self.seed, sample // n, 1 + sample % n, 1]))
+        reentry_rng = self._clip_rng(sample, 1)
         if self.reentry_fraction > 0 and reentry_rng.random() < self.reentry_fraction:
             clip = self._draw_reentry(seq_index, self._clip_rng(sample), reentry_rng)
             if clip is not None:
@@ -180,10 +180,11 @@ class VOSClipDataset(Dataset):
         raise InputError(f"{self.root}: found no clip with an object in its first frame after "
                          f"{self.max_redraws} tries (are the annotations empty?)")
 
-    def _clip_rng(self, sample: int) -> np.random.Generator:
-        """The generator of everything random about sample number ``sample``'s clip."""
+    def _clip_rng(self, sample: int, *stream: int) -> np.random.Generator:
+        """The generator of everything random about sample number ``sample``'s clip; ``stream``
+        (e.g. 1) a further one of the same sample, independent of it."""
         n = len(self.sequences)
-        return np.random.default_rng(np.random.SeedSequence([self.seed, sample // n, 1 + sample % n]))
+        return np.random.default_rng(np.random.SeedSequence([self.seed, sample // n, 1 + sample % n, *stream]))
 
     def max_skip_at(self, sample: int) -> int:
         """The largest frame gap of sample number ``sample`` (see :func:`scheduled_skip`)."""
