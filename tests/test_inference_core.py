@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from vseg.errors import InputError
 from vseg.models.registry import build_model
 from vseg.runtime.backends import TorchBackend
-from vseg.runtime.inference_core import InferenceCore, working_size
+from vseg.runtime.framing import Framing, working_size
+from vseg.runtime.inference_core import InferenceCore
 
 H, W = 61, 90  # not multiples of 16: padded to 64 x 96, 1 row on top, 2 below, 3 columns each side
 PAD = (3, 3, 1, 2)
@@ -235,6 +236,20 @@ def test_skip_absent_off_and_old_engines_read_every_slot(models):
 ])
 def test_working_size(size, min_side, expected):
     assert working_size(*size, min_side) == expected
+
+
+def test_framing_pads_evenly_and_gives_the_frame_back():
+    framing = Framing.of(61, 90, 0)  # 61 -> 64 (3 rows: 1 above, 2 below), 90 -> 96 (3 and 3)
+    assert framing.padded == (64, 96) and framing.pad == (3, 3, 1, 2) and not framing.scaled
+    image = torch.rand(1, 3, 61, 90)
+    padded = framing.frame_in(image)
+    assert padded.shape == (1, 3, 64, 96) and padded[..., 0, :].abs().sum() == 0 and padded[..., :, -3:].abs().sum() == 0
+    assert torch.equal(framing.content(padded), image) and torch.equal(framing.to_video(padded), image)
+    scaled = Framing.of(61, 90, 122)  # exactly twice: 122 x 180, padded to 128 x 192
+    assert scaled.scaled and scaled.work == (122, 180) and scaled.padded == (128, 192)
+    masks = (torch.rand(1, 2, 61, 90) > 0.5).float()
+    # Nearest neighbour up by 2 and bilinear back down by 2 (the mean of each 2 x 2 block) is the identity.
+    assert torch.equal(scaled.to_video(scaled.masks_in(masks)), masks)
 
 
 def test_small_frames_run_scaled_up_to_the_models_min_side():

@@ -18,20 +18,14 @@ YouTube-VOS, whose masks come on each object's first frame) are announced on the
 (``later_ids``: their object slots are reserved, switched off) and start on the frame whose
 mask shows them; a later mask sets the objects it shows to its pixels, the others keep the
 prediction elsewhere, and the frame is a pinned memory write (:mod:`vseg.runtime.memory`).
-Frames are padded to a multiple of 16, split evenly between the sides, and the outputs cropped
-back. Engines with a fixed number of object slots get the unused ones switched off by
+Frames are padded to a multiple of 16 and the outputs cropped back; frames smaller than the
+model config's ``min_side`` run scaled up (:mod:`vseg.runtime.framing`). Engines with a fixed number of object slots get the unused ones switched off by
 ``object_valid``.
 
 A step is three calls, :meth:`~InferenceCore.begin_step` (encode and decode),
 :meth:`~InferenceCore.finish_step` (memory write and output, from the frame's probabilities or
 ones given) and :meth:`~InferenceCore.commit_step`, so that an ensemble can write several cores'
 averaged answer to each of their memories (:mod:`vseg.runtime.mirrored`, ``vseg run --flip``).
-
-Working size: weights trained on frames scaled up (``vseg train --scale-range 1.7 2.3``) expect
-targets that many pixels wide, and lose when run on the small frames themselves. Their model
-config's ``min_side`` (0: none) makes the core scale every frame whose shorter side is below it
-up to it (bilinear; the first mask by nearest neighbour), run the engines at that size, and
-scale the probabilities back (bilinear) before taking the ids. Larger frames run as they are.
 """
 
 from __future__ import annotations
@@ -41,17 +35,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vseg.errors import InputError
 from vseg.export.graphs import ENGINES
 from vseg.runtime.backends import Backend, Geometry, TorchBackend
+from vseg.runtime.framing import Framing
 from vseg.runtime.given_masks import GivenMask, merge_given
 from vseg.runtime.memory import MemoryStore
 from vseg.runtime.policies import KEYFRAME_KINDS, FrameGflops, MemoryPolicy, make_policy
 from vseg.runtime.state import VideoState
-
-STRIDE = 16  # every engine takes frames whose sides are multiples of this
 
 
 @dataclass
@@ -106,17 +98,6 @@ def gflops_summary(costs: list[FrameGflops]) -> dict:
             "per_frame": [[round(c.dense, 4), round(c.realized, 4)] for c in costs]}
 
 
-def working_size(height: int, width: int, min_side: int) -> tuple[int, int]:
-    """(H, W) a frame of ``height`` x ``width`` runs at: scaled up, keeping its aspect, so that
-    its shorter side is ``min_side`` when it is shorter; as it is otherwise (and for 0)."""
-    short = min(height, width)
-    if min_side <= short:
-        return height, width
-    scale = min_side / short
-    # The shorter side lands on min_side exactly; the longer one keeps the aspect ratio.
-    return (min_side, round(width * scale)) if height == short else (round(height * scale), min_side)
-
-
 class InferenceCore:
     """Runs one video through a backend's engines, frame by frame (see the module docstring).
 
@@ -126,7 +107,7 @@ class InferenceCore:
     (budget and dense_every for spvos only), or pass a ready ``policy``. skip_absent: each
     object reads only the memory frames whose mask shows it, and the first (needs a decode
     engine with a per-object ``mem_valid`` [1, K, T]; an older engine folder reads them all).
-    min_side: the working size's shorter side (module docstring); None takes the model
+    min_side: the working size's shorter side (:mod:`vseg.runtime.framing`); None takes the model
     config's, 0 runs every frame at its own size.
     """
 
@@ -148,9 +129,7 @@ class InferenceCore:
         self.state: VideoState | None = None
         self.costs: list[FrameGflops] = []
         self.kinds: list[str] = []
-        self._size: tuple[int, int] | None = None  # (H, W) of the video
-        self._work: tuple[int, int] | None = None  # (H, W) the engines see, before padding
-        self._pad = (0, 0, 0, 0)  # left, right, top, bottom, as F.pad takes them
+        self.framing: Framing | None = None  # the video's size, working size and padding
         self._id_lookup: torch.Tensor | None = None  # model index + 1 -> user id, [K+1] uint8
         self._object_valid: torch.Tensor | None = None  # [1, K] bool
 
@@ -256,8 +235,7 @@ class InferenceCore:
     def content(self, probs: torch.Tensor) -> torch.Tensor:
         """Padded working-size [..., Hp, Wp] -> the view of the frame's own pixels [..., h, w]
         (the working size without the padding)."""
-        left, _, top, _ = self._pad
-        return probs[..., top:top + self._work[0], left:left + self._work[1]]
+        return self.framing.content(probs)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -270,26 +248,23 @@ class InferenceCore:
             x = x.permute(2, 0, 1)
         h, w = int(x.shape[1]), int(x.shape[2])
         if index == 0:
-            self._size = (h, w)
-            self._work = working_size(h, w, self.min_side)
-            pad_h, pad_w = -self._work[0] % STRIDE, -self._work[1] % STRIDE
-            # Split the padding between both sides so the content stays centred.
-            self._pad = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
-        elif (h, w) != self._size:
-            raise InputError(f"frame {index} is {h}x{w} but the video started at {self._size[0]}x{self._size[1]}")
-        image = x.to(self.backend.device, torch.float32).unsqueeze(0) / 255.0
-        if self._work != self._size:
-            image = F.interpolate(image, size=self._work, mode="bilinear", align_corners=False).clamp_(0, 1)
-        return F.pad(image, self._pad)
+            self.framing = Framing.of(h, w, self.min_side)
+        elif (h, w) != self.framing.size:
+            raise InputError(f"frame {index} is {h}x{w} but the video started at {self._size_text}")
+        return self.framing.frame_in(x.to(self.backend.device, torch.float32).unsqueeze(0) / 255.0)
+
+    @property
+    def _size_text(self) -> str:
+        return "x".join(map(str, self.framing.size))
 
     def _read_ids(self, mask, mask_name: str) -> torch.Tensor:
         """A user's id mask -> [H, W] integer tensor, checked against the video's size."""
         ids = (mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask)))
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:
             raise InputError(f"{mask_name}: a mask must hold integer object ids, got {ids.dtype}")
-        if ids.dim() != 2 or (ids.shape[0], ids.shape[1]) != self._size:
+        if ids.dim() != 2 or (ids.shape[0], ids.shape[1]) != self.framing.size:
             raise InputError(f"{mask_name}: mask is {'x'.join(map(str, ids.shape))} but the video frames are "
-                             f"{self._size[0]}x{self._size[1]}")
+                             f"{self._size_text}")
         return ids
 
     def _object_masks(self, ids: torch.Tensor, shown: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,14 +273,11 @@ class InferenceCore:
         the working size [1, S, Hp, Wp]."""
         device = self.backend.device
         ids = ids.to(device)
-        objects = torch.zeros(1, self.geometry.objects, *self._size, device=device)
+        objects = torch.zeros(1, self.geometry.objects, *self.framing.size, device=device)
         for k, v in enumerate(self.object_ids):
             if v in shown:
                 objects[0, k] = (ids == v).float()
-        work = objects
-        if self._work != self._size:  # nearest neighbour: object masks must not blend
-            work = F.interpolate(objects, size=self._work, mode="nearest-exact")
-        return objects, F.pad(work, self._pad)  # padding is background
+        return objects, self.framing.masks_in(objects)
 
     def _start_video(self, mask, object_ids, later_ids, mask_name: str) -> tuple[torch.Tensor, tuple[torch.Tensor, np.ndarray]]:
         """First frame: read the mask, bind the engines' shapes, start the state. Returns the
@@ -326,14 +298,12 @@ class InferenceCore:
                              f"mask already; only objects that enter later come with a later mask")
         if max(chosen + later) > 255 or min(chosen + later) < 1:
             raise InputError(f"{mask_name}: object ids must be 1..255, got {chosen + later}")
-        hp = self._work[0] + self._pad[2] + self._pad[3]
-        wp = self._work[1] + self._pad[0] + self._pad[1]
         try:
-            self.geometry = self.backend.bind(Geometry(hp, wp, len(chosen) + len(later), self.capacity))
+            self.geometry = self.backend.bind(Geometry(*self.framing.padded, len(chosen) + len(later), self.capacity))
         except InputError as e:
-            if self._work == self._size:
+            if not self.framing.scaled:
                 raise
-            raise InputError(f"{e} (the {self._size[0]}x{self._size[1]} frames run scaled up to the model's "
+            raise InputError(f"{e} (the {self._size_text} frames run scaled up to the model's "
                              f"min_side {self.min_side}; --min-side 0 runs them at their own size)") from None
         device = self.backend.device
         specs = {e: self.backend.input_specs(e) for e in ENGINES}
@@ -400,9 +370,7 @@ class InferenceCore:
         """Padded probabilities at the working size -> (probabilities [K+1, H, W] of the tracked
         objects at the video's size, user ids); a given mask's objects are its own pixels."""
         k = len(self.object_ids)
-        cropped = self.content(probs[:, :1 + k]).float()
-        if self._work != self._size:
-            cropped = F.interpolate(cropped, size=self._size, mode="bilinear", align_corners=False)
+        cropped = self.framing.to_video(probs[:, :1 + k])
         if given is not None:  # not their round trip through the working size, as on frame 0
             cropped = merge_given(cropped, given.video[:, :k], given.shown[:, :k])
         cropped = cropped[0].cpu()
@@ -420,7 +388,7 @@ class InferenceCore:
         total (dense and realized), per-engine time, the policy's options and extras."""
         return {
             "frames": len(self.costs), "objects": list(self.object_ids),
-            "working_size": list(self._work) if self._work else None, "min_side": self.min_side,
+            "working_size": list(self.framing.work) if self.framing else None, "min_side": self.min_side,
             "engine_size": [self.geometry.height, self.geometry.width] if self.geometry else None,
             "object_slots": self.geometry.objects if self.geometry else None,
             "memory_capacity": self.geometry.capacity if self.geometry else None,
