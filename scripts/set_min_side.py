@@ -5,7 +5,7 @@
 
 For weights trained at twice the scale (`vseg train --scale-range 1.7 2.3`) before `vseg train
 --min-side` wrote it: the inference core then runs frames whose shorter side is below 320 scaled
-up to it (vseg/runtime/inference_core.py). A wrong file is one error line and exit 2.
+up to it (vseg/runtime/framing.py). A wrong file is one error line and exit 2.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def interpolate_weights(start: str | Path, end: str | Path, t: float):
 
 def with_min_side(weights: str | Path, min_side: int):
     """The model of ``weights`` with ``min_side`` (the working size's shorter side, see
-    vseg.runtime.inference_core) set in its config and every tensor unchanged; fp32, eval mode.
+    vseg.runtime.framing) set in its config and every tensor unchanged; fp32, eval mode.
 
     For weights trained at a scale (``vseg train --scale-range``) without ``--min-side``."""
     if min_side < 0:
