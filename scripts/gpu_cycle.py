@@ -17,19 +17,30 @@ each call does what is left as far as --call-seconds allows (the device tool sto
    run's last weights, BENCHMARKS.md, session 22); lite learns from a frozen --teacher (default:
    the shipped stm), as every shipped lite did; arguments after `--` go to `vseg train` last, so
    they override the ones here;
-3. scoring: the starting and the new weights on both sets, each at its own working size;
-4. the verdict in OUT/cycle.json: the new weights are better when their mean J&F gain over the
-   choosing set's clips is more than twice its standard error (paired by clip: 30-clip sets
-   disagreed by 4 points in session 20). The held-out scores are reported, never chosen on.
+3. scoring: the starting weights, the new ones and their halfway mix (--mix 0.5: every tensor
+   the mean of the two, at the new working size; such a mix of a fine-tune and its start is what
+   shipped in session 13) on both sets, each at its own working size;
+4. the verdict in OUT/cycle.json: a candidate (new or mix) is better when its mean J&F gain over
+   the choosing set's clips is more than twice its standard error (paired by clip: 30-clip sets
+   disagreed by 4 points in session 20); the choice is the better one with the larger gain. The
+   held-out scores are reported, never chosen on.
 
-Everything lives under --work (default runs/gpu; another cycle needs another folder); OUT (the device tool's folder, or --out) gets
-the weights, the scores and the training log. Bad arguments are one error line and exit 2.
+Everything lives under --work (default runs/gpu; another cycle needs another folder); OUT (the
+device tool's folder, or --out) gets cycle.json (every score, clip by clip), the training log and
+the weights. The device tool brings back files of at most 16 MiB, and an stm is 24 MB in float16,
+so files above 15 MiB go out in parts (NAME.part00, NAME.part01, ...), listed with their SHA-256
+in cycle.json; put them together where the tool left them with
+
+    python scripts/gpu_cycle.py join FILES_AT DEST
+
+Bad arguments are one error line and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -47,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 from vseg.errors import VsegError  # noqa: E402
 
 HELD_OUT_SEED, HELD_OUT_CLIPS = 2, 30  # the model cards' held-out set
+PART_BYTES = 15 * 2**20  # the device tool brings back files of at most 16 MiB
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -65,6 +77,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--ema", type=float, default=0.999,
                    help="ship a moving average of the weights with this decay (0: the last step's)")
+    p.add_argument("--mix", type=float, default=0.5,
+                   help="also score this mix of the start and the new weights (0 start, 1 new; 0: no mix)")
     p.add_argument("--train-seed", type=int, default=14)
     p.add_argument("--train-clips", type=int, default=4000)
     p.add_argument("--choose-seed", type=int, default=13)
@@ -84,6 +98,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
             p.error(f"--{name} {value}: no such file")
     if min(args.steps, args.batch_size, args.train_clips, args.choose_clips, args.held_out_clips, args.frames) < 1:
         p.error("steps, batch size, clip counts and frames must be >= 1")
+    if not 0 <= args.mix < 1:
+        p.error(f"--mix must be in [0, 1) (0: no mix), got {args.mix:g}")
     if not 0 <= args.ema < 1:
         p.error(f"--ema must be in [0, 1) (0: off), got {args.ema:g}")
     return args, extra
@@ -212,16 +228,80 @@ def paired_gain(new: dict, old: dict) -> dict:
 
 
 def verdict(scores: dict[str, dict]) -> dict:
-    """The cycle's summary from its scores ('new|start' x 'choose|held-out')."""
+    """The cycle's summary from its scores ('start|new|mix' x 'choose|held-out'): each candidate's
+    paired gain over the start on the choosing set, whether one is better (gain above twice its
+    standard error), and which (the larger gain)."""
     figures = {k: round(v["J&F"], 2) for k, v in scores.items()}
     if "start/choose" not in scores:
-        return {"scores": figures, "better": None}
-    gain = paired_gain(scores["new/choose"], scores["start/choose"])
-    better = gain["mean"] > 2 * gain["stderr"]
-    return {"scores": figures, "choose_gain": {k: round(v, 3) for k, v in gain.items()}, "better": better}
+        return {"scores": figures, "better": None, "choice": None}
+    gains = {who: paired_gain(scores[f"{who}/choose"], scores["start/choose"])
+             for who in ("new", "mix") if f"{who}/choose" in scores}
+    passed = [who for who, g in gains.items() if g["mean"] > 2 * g["stderr"]]
+    choice = max(passed, key=lambda who: gains[who]["mean"]) if passed else None
+    return {"scores": figures, "choose_gains": {who: {k: round(v, 3) for k, v in g.items()} for who, g in gains.items()},
+            "better": choice is not None, "choice": choice}
+
+
+def make_mix(start: Path, new: Path, t: float, path: Path) -> Path:
+    """The float16 mix ``(1 - t) * start + t * new`` at the new weights' working size, once."""
+    if not path.exists():
+        from vseg.models.registry import load_model, save_model
+        from vseg.models.weights import interpolate_weights
+
+        min_side = getattr(load_model(new).config, "min_side", None)
+        save_model(interpolate_weights(start, new, t, min_side=min_side).half(), path)
+    return path
+
+
+def send_back(paths: list[Path], out: Path) -> dict:
+    """Copy ``paths`` into ``out``, those above PART_BYTES in parts; returns the parts of each
+    file split, with its SHA-256, for :func:`join`."""
+    split = {}
+    for path in paths:
+        data = path.read_bytes()
+        if len(data) <= PART_BYTES:
+            shutil.copy(path, out / path.name)
+            continue
+        parts = []
+        for i in range(0, len(data), PART_BYTES):
+            parts.append(f"{path.name}.part{i // PART_BYTES:02d}")
+            (out / parts[-1]).write_bytes(data[i:i + PART_BYTES])
+        split[path.name] = {"parts": parts, "sha256": hashlib.sha256(data).hexdigest()}
+    return split
+
+
+def join(folder: Path, dest: Path) -> list[Path]:
+    """Put the files a cycle sent back in parts (``folder``/cycle.json's "parts") together in ``dest``."""
+    listing = folder / "cycle.json"
+    if not listing.is_file():
+        raise VsegError(f"{folder}: no cycle.json (give the folder the device tool brought a cycle's files to)")
+    dest.mkdir(parents=True, exist_ok=True)
+    joined = []
+    for name, entry in json.loads(listing.read_text()).get("parts", {}).items():
+        missing = [p for p in entry["parts"] if not (folder / p).is_file()]
+        if missing:
+            raise VsegError(f"{folder}: {name} lacks its part(s) {', '.join(missing)}")
+        data = b"".join((folder / p).read_bytes() for p in entry["parts"])
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise VsegError(f"{folder}: the parts of {name} do not give the file that was sent (SHA-256 differs)")
+        (dest / name).write_bytes(data)
+        joined.append(dest / name)
+    return joined
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["join"]:
+        if len(argv) != 3:
+            print("error: usage: gpu_cycle.py join FILES_AT DEST", file=sys.stderr)
+            return 2
+        try:
+            for path in join(Path(argv[1]), Path(argv[2])):
+                print(f"wrote {path}")
+        except VsegError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     args, extra = parse_args(argv)
     try:
         return cycle(args, extra)
@@ -247,8 +327,10 @@ def cycle(args: argparse.Namespace, extra: list[str]) -> int:
         if not run(command + resume, "vseg train", timeout=clock.left() - 15, log=run_dir / "train.log"):
             print("time is up for this call: run it again with the same arguments to resume", flush=True)
             return 0
+    start = start_weights(args)
+    mix = make_mix(start, new, args.mix, run_dir / f"{args.model}-mix.safetensors") if start and args.mix else None
     scores = {}
-    for who, weights in (("start", start_weights(args)), ("new", new)):
+    for who, weights in (("start", start), ("new", new), ("mix", mix)):
         for which in ("choose", "held-out") if weights else ():
             cache = run_dir / "scores" / f"{who}-{which}.json"
             if not cache.exists() and clock.left() < 60:
@@ -257,13 +339,14 @@ def cycle(args: argparse.Namespace, extra: list[str]) -> int:
             scores[f"{who}/{which}"] = score(weights, data[which], cache)
     from vseg.jsonio import write_json
 
-    summary = {"model": args.model, "train_command": " ".join(["vseg", *command[3:]]), **verdict(scores)}
+    summary = {"model": args.model, "train_command": " ".join(["vseg", *command[3:]]),
+               "mix": {"t": args.mix, "weights": mix.name} if mix else None, **verdict(scores)}
     args.out.mkdir(parents=True, exist_ok=True)
+    sent = [p for p in (new, mix, run_dir / "train.log", run_dir / "train.json") if p and p.exists()]
+    summary["parts"] = send_back(sent, args.out)
+    summary["clip_scores"] = scores  # cycle.json carries every score: the tool brings back 8 files at most
     write_json(args.out / "cycle.json", summary)
-    for path in (new, run_dir / "train.log", run_dir / "train.json", *sorted((run_dir / "scores").glob("*.json"))):
-        if path.exists():
-            shutil.copy(path, args.out / path.name)
-    print(json.dumps({k: summary.get(k) for k in ("scores", "choose_gain", "better")}), flush=True)
+    print(json.dumps({k: summary.get(k) for k in ("scores", "choose_gains", "better", "choice")}), flush=True)
     return 0
 
 

@@ -42,7 +42,33 @@ def test_paired_gain_by_hand():
               "new/choose": {"J&F": 79.33, "sequences": {"a": 80.0, "b": 68.0, "c": 90.0}}}
     assert _module().verdict(scores)["better"] is False  # a mean of 6 is not more than 2 stderr (8)
     scores["new/choose"]["sequences"]["b"] = 75.0  # gains 10, 5, 10: mean 8.33, stderr 1.67
-    assert _module().verdict(scores)["better"] is True
+    assert _module().verdict(scores)["choice"] == "new"
+    scores["mix/choose"] = {"J&F": 80.0, "sequences": {"a": 80.0, "b": 80.0, "c": 80.0}}  # gains 10, 10, 0
+    assert _module().verdict(scores)["choice"] == "new"  # mean 6.67, stderr 3.33: not better
+    scores["mix/choose"]["sequences"]["c"] = 89.0  # gains 10, 10, 9: mean 9.67 > 8.33, stderr 0.33
+    decided = _module().verdict(scores)
+    assert decided["better"] is True and decided["choice"] == "mix"
+    assert decided["choose_gains"]["mix"]["mean"] == pytest.approx(29 / 3, abs=1e-3)
+
+
+def test_files_over_the_tools_limit_go_back_in_parts_and_join_again(tmp_path):
+    gc = _module()
+    gc.PART_BYTES = 1000  # 15 MiB in use; small here
+    big, small = tmp_path / "w.safetensors", tmp_path / "train.json"
+    big.write_bytes(bytes(range(256)) * 10)  # 2560 bytes: three parts
+    small.write_text("{}")
+    out, dest = tmp_path / "out", tmp_path / "dest"
+    out.mkdir()
+    parts = gc.send_back([big, small], out)
+    assert parts["w.safetensors"]["parts"] == [f"w.safetensors.part0{i}" for i in range(3)]
+    assert sorted(p.name for p in out.iterdir()) == ["train.json", *parts["w.safetensors"]["parts"]]
+    (out / "cycle.json").write_text(json.dumps({"parts": parts}))
+    joined = _call("join", str(out), str(dest))
+    assert joined.returncode == 0, joined.stderr
+    assert (dest / "w.safetensors").read_bytes() == big.read_bytes()
+    (out / "w.safetensors.part01").write_bytes(b"x" * 1000)  # a damaged part: refused in one line
+    damaged = _call("join", str(out), str(tmp_path / "again"))
+    assert damaged.returncode == 2 and damaged.stderr.count("\n") == 1 and "SHA-256" in damaged.stderr
 
 
 def test_lite_learns_from_a_frozen_teacher_and_extra_arguments_come_last(tmp_path):
@@ -73,10 +99,16 @@ def test_a_cycle_over_calls_trains_scores_and_decides(tmp_path):
     second = _call(*common)
     assert second.returncode == 0, second.stdout + second.stderr
     cycle = json.loads((tmp_path / "out" / "cycle.json").read_text())
-    assert set(cycle["scores"]) == {"start/choose", "start/held-out", "new/choose", "new/held-out"}
+    assert set(cycle["scores"]) == {f"{w}/{s}" for w in ("start", "new", "mix") for s in ("choose", "held-out")}
     assert f"--init-weights {start}" in cycle["train_command"]
-    gain = cycle["choose_gain"]
-    assert gain["clips"] == 3 and cycle["better"] == (gain["mean"] > 2 * gain["stderr"])
+    gain = cycle["choose_gains"]["new"]
+    assert gain["clips"] == 3 and (cycle["choice"] == "new") <= (gain["mean"] > 2 * gain["stderr"])
+    # The mix is the mean of the start and the new weights, in float16.
+    mix = load_model(tmp_path / "out" / "stm-mix.safetensors").float().state_dict()
+    ends = [load_model(p).float().state_dict() for p in (start, tmp_path / "out" / "stm.safetensors")]
+    for name, tensor in mix.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(tensor, ((ends[0][name] + ends[1][name]) / 2).half().float())
     # The figures are the new weights' J&F on the choosing clips, scored the usual way.
     new = load_model(tmp_path / "out" / "stm.safetensors").float().eval()
     choose = next((tmp_path / "work" / "data").glob("seed13-*"))

@@ -72,3 +72,15 @@ def test_set_min_side_changes_the_config_and_no_tensor(two_stms, tmp_path):
     r = subprocess.run([sys.executable, str(SET_MIN_SIDE), str(tmp_path / "none.safetensors"), "--min-side", "320",
                         "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such weights file" in r.stderr
+
+
+def test_weights_of_two_working_sizes_mix_at_the_one_asked_for(tmp_path, two_stms):
+    at_480 = save_model(build_model("stm", **{**TINY, "min_side": 480}), tmp_path / "x3.safetensors")
+    with pytest.raises(InputError, match="configs differ"):
+        interpolate_weights(two_stms[0], at_480, 0.5)
+    mixed = interpolate_weights(two_stms[0], at_480, 0.5, min_side=480)
+    assert mixed.config.min_side == 480 and load_model(two_stms[0]).config.min_side != 480
+    a, b = load_model(two_stms[0]).state_dict(), load_model(at_480).state_dict()
+    for name, tensor in mixed.state_dict().items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(tensor, (a[name].float() + b[name].float()) / 2)

@@ -43,16 +43,19 @@ def load_spvos(weights: str | Path, **gating) -> SpVOS:
     return model.float().eval()
 
 
-def interpolate_weights(start: str | Path, end: str | Path, t: float):
+def interpolate_weights(start: str | Path, end: str | Path, t: float, min_side: int | None = None):
     """The model whose every float tensor is ``(1 - t) * start + t * end`` (integer buffers such
     as BatchNorm's batch counts come from ``end``), fp32 in eval mode.
 
     Both files must hold the same model (name and config): interpolating a fine-tuned network
     with the weights it started from (WiSE-FT, Wortsman et al., CVPR 2022) can keep what each
-    end is good at; see the stm model card."""
+    end is good at; see the stm model card. min_side: the mix's working size, where the two
+    files' own may differ (a fine-tune at another scale than its start's); None: they must agree."""
     if not 0.0 <= t <= 1.0:
         raise VsegError(f"interpolation weight must be in [0, 1], got {t}")
     a, b = load_model(start), load_model(end)
+    if min_side is not None:
+        a, b = (_set_min_side(model, min_side, path) for model, path in ((a, start), (b, end)))
     if model_name(a) != model_name(b) or a.config != b.config:
         raise InputError(f"{start} and {end} hold different models ({model_name(a)!r}, {model_name(b)!r} or "
                          "their configs differ): only weights of one architecture interpolate")
@@ -68,11 +71,15 @@ def with_min_side(weights: str | Path, min_side: int):
     vseg.runtime.framing) set in its config and every tensor unchanged; fp32, eval mode.
 
     For weights trained at a scale (``vseg train --scale-range``) without ``--min-side``."""
+    return _set_min_side(load_model(weights), min_side, weights).float().eval()
+
+
+def _set_min_side(model, min_side: int, source: str | Path):
+    """``model`` rebuilt with ``min_side`` in its config, its tensors unchanged (``source`` names it in errors)."""
     if min_side < 0:
         raise VsegError(f"min_side must be 0 or more, got {min_side}")
-    model = load_model(weights)
     if not hasattr(model.config, "min_side"):
-        raise InputError(f"{weights}: a {model_name(model)!r} model has no working size (VOS models only)")
+        raise InputError(f"{source}: a {model_name(model)!r} model has no working size (VOS models only)")
     rebuilt = build_model(model_name(model), config=dataclasses.replace(model.config, min_side=min_side))
     rebuilt.load_state_dict(model.state_dict())
-    return rebuilt.float().eval()
+    return rebuilt
