@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Interpolate two weight files of one model: every float tensor (1 - t) * START + t * END.
 
-    python scripts/interpolate_weights.py START.safetensors END.safetensors --t 0.5 --out MIX.safetensors [--fp16]
+    python scripts/interpolate_weights.py START.safetensors END.safetensors --t 0.5 --out MIX.safetensors \
+        [--fp16] [--min-side N]
 
 How the shipped stm was made from the weights it was fine-tuned from and a fine-tuned run (see
-vseg/weights/stm.md). A wrong file or weight is one error line and exit 2.
+vseg/weights/stm.md). --min-side gives the mix a working size where the two files' differ (a
+fine-tune at another scale than its start). A wrong file or weight is one error line and exit 2.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--t", type=float, required=True, help="0 gives START, 1 gives END")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fp16", action="store_true", help="store float16 tensors, as the shipped weights do")
+    parser.add_argument("--min-side", type=int, help="the mix's working size (default: both files must agree)")
     args = parser.parse_args(argv)
     try:
-        model = interpolate_weights(args.start, args.end, args.t)
+        model = interpolate_weights(args.start, args.end, args.t, min_side=args.min_side)
         save_model(model.half() if args.fp16 else model, args.out)
     except VsegError as error:
         print(f"error: {error}", file=sys.stderr)

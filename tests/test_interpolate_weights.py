@@ -78,7 +78,11 @@ def test_weights_of_two_working_sizes_mix_at_the_one_asked_for(tmp_path, two_stm
     at_480 = save_model(build_model("stm", **{**TINY, "min_side": 480}), tmp_path / "x3.safetensors")
     with pytest.raises(InputError, match="configs differ"):
         interpolate_weights(two_stms[0], at_480, 0.5)
-    mixed = interpolate_weights(two_stms[0], at_480, 0.5, min_side=480)
+    out = tmp_path / "mix.safetensors"
+    done = subprocess.run([sys.executable, str(SCRIPT), str(two_stms[0]), str(at_480), "--t", "0.5", "--min-side", "480",
+                           "--out", str(out)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    mixed = load_model(out)
     assert mixed.config.min_side == 480 and load_model(two_stms[0]).config.min_side != 480
     a, b = load_model(two_stms[0]).state_dict(), load_model(at_480).state_dict()
     for name, tensor in mixed.state_dict().items():
