@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for path in join(Path(argv[1]), Path(argv[2])):
                 print(f"wrote {path}")
-        except VsegError as error:
+        except (VsegError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         return 0
