@@ -223,7 +223,7 @@ class STMConfig:
     value_blocks: tuple[int, int, int] = (1, 1, 1)
     decoder_widths: tuple[int, int, int] = (256, 256, 256)
     # Not the network's shape: the shorter frame side the weights work at (0: any). Frames below
-    # it are scaled up by the inference core (vseg.runtime.inference_core, "Working size").
+    # it are scaled up by the inference core (vseg.runtime.framing).
     min_side: int = 0
 
 

@@ -19,8 +19,8 @@ YouTube-VOS, whose masks come on each object's first frame) are announced on the
 mask shows them; a later mask sets the objects it shows to its pixels, the others keep the
 prediction elsewhere, and the frame is a pinned memory write (:mod:`vseg.runtime.memory`).
 Frames are padded to a multiple of 16 and the outputs cropped back; frames smaller than the
-model config's ``min_side`` run scaled up (:mod:`vseg.runtime.framing`). Engines with a fixed number of object slots get the unused ones switched off by
-``object_valid``.
+model config's ``min_side`` run scaled up (:mod:`vseg.runtime.framing`). Engines with a fixed
+number of object slots get the unused ones switched off by ``object_valid``.
 
 A step is three calls, :meth:`~InferenceCore.begin_step` (encode and decode),
 :meth:`~InferenceCore.finish_step` (memory write and output, from the frame's probabilities or
