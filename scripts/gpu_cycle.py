@@ -291,23 +291,26 @@ def join(folder: Path, dest: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["join"]:
-        if len(argv) != 3:
-            print("error: usage: gpu_cycle.py join FILES_AT DEST", file=sys.stderr)
-            return 2
-        try:
-            for path in join(Path(argv[1]), Path(argv[2])):
-                print(f"wrote {path}")
-        except (VsegError, OSError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        return 0
-    args, extra = parse_args(argv)
     try:
+        if argv[:1] == ["join"]:
+            return join_command(argv[1:])
+        args, extra = parse_args(argv)
         return cycle(args, extra)
     except VsegError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def join_command(argv: list[str]) -> int:
+    """``gpu_cycle.py join FILES_AT DEST``: :func:`join`, each file written named on a line."""
+    if len(argv) != 2:
+        raise VsegError("usage: gpu_cycle.py join FILES_AT DEST")
+    try:
+        for path in join(Path(argv[0]), Path(argv[1])):
+            print(f"wrote {path}")
+    except OSError as error:  # a destination it cannot write
+        raise VsegError(str(error)) from None
+    return 0
 
 
 def cycle(args: argparse.Namespace, extra: list[str]) -> int:

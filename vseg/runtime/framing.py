@@ -52,6 +52,11 @@ class Framing:
         return self.work != self.size
 
     @property
+    def size_text(self) -> str:
+        """The video's size as error messages write it, e.g. '61x90'."""
+        return f"{self.size[0]}x{self.size[1]}"
+
+    @property
     def padded(self) -> tuple[int, int]:
         """(Hp, Wp): the engines' input size."""
         left, right, top, bottom = self.pad

@@ -250,12 +250,8 @@ class InferenceCore:
         if index == 0:
             self.framing = Framing.of(h, w, self.min_side)
         elif (h, w) != self.framing.size:
-            raise InputError(f"frame {index} is {h}x{w} but the video started at {self._size_text}")
+            raise InputError(f"frame {index} is {h}x{w} but the video started at {self.framing.size_text}")
         return self.framing.frame_in(x.to(self.backend.device, torch.float32).unsqueeze(0) / 255.0)
-
-    @property
-    def _size_text(self) -> str:
-        return "x".join(map(str, self.framing.size))
 
     def _read_ids(self, mask, mask_name: str) -> torch.Tensor:
         """A user's id mask -> [H, W] integer tensor, checked against the video's size."""
@@ -264,7 +260,7 @@ class InferenceCore:
             raise InputError(f"{mask_name}: a mask must hold integer object ids, got {ids.dtype}")
         if ids.dim() != 2 or (ids.shape[0], ids.shape[1]) != self.framing.size:
             raise InputError(f"{mask_name}: mask is {'x'.join(map(str, ids.shape))} but the video frames are "
-                             f"{self._size_text}")
+                             f"{self.framing.size_text}")
         return ids
 
     def _object_masks(self, ids: torch.Tensor, shown: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,7 +299,7 @@ class InferenceCore:
         except InputError as e:
             if not self.framing.scaled:
                 raise
-            raise InputError(f"{e} (the {self._size_text} frames run scaled up to the model's "
+            raise InputError(f"{e} (the {self.framing.size_text} frames run scaled up to the model's "
                              f"min_side {self.min_side}; --min-side 0 runs them at their own size)") from None
         device = self.backend.device
         specs = {e: self.backend.input_specs(e) for e in ENGINES}
