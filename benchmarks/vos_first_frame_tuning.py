@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from vos_probe import probe_parser, run_probe
 
+from vseg.errors import VsegError
+from vseg.models.registry import build_model
 from vseg.models.stm import MemoryNetwork
 from vseg.runtime.framing import Framing
 from vseg.train.losses import bootstrapped_cross_entropy, dice_loss, masks_to_ids
@@ -111,6 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         specs = [parse_variant(v) for v in args.variants.split(",") if v]
     except ValueError:
         print(f"error: --variants {args.variants!r}: each must be STEPS:LR:PARTS:STRENGTH", file=sys.stderr)
+        return 2
+    try:  # refuse a part the network lacks now, not after the untuned run
+        parts = {name for name, _ in build_model(args.model).named_children()} | {"all"}
+    except VsegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    unknown = sorted({part for spec in specs for part in spec["parts"]} - parts)
+    if unknown:
+        print(f"error: {args.model} has no part {', '.join(unknown)} (it has: {', '.join(sorted(parts))})",
+              file=sys.stderr)
         return 2
     variants = [({"steps": 0}, lambda model: model)]
     variants += [({**spec, "parts": "+".join(spec["parts"])},
